@@ -1,0 +1,1 @@
+"""Installation helpers (no ROS imports)."""
