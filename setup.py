@@ -18,6 +18,8 @@ PACKAGE = "mex_fusion_ros"
 # distribution's entry points, so there is exactly one place to add an executable.
 CONSOLE_SCRIPTS = [
     "mex-fusion = mex_fusion_ros.cli:main",
+    "fusion_node = mex_fusion_ros.nodes.fusion_node:main",
+    "detector_node = mex_fusion_ros.nodes.detector_node:main",
 ]
 
 setup(

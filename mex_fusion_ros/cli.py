@@ -15,6 +15,14 @@ from mex_fusion_ros import __version__
 #: subcommand -> (module, one-line help). Add a line here to add a subcommand.
 COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("mex_fusion_ros.tools.config_command", "validate a configuration file or print the defaults"),
+    "run": ("mex_fusion_ros.nodes.run_command", "run the fusion and detector nodes in one process"),
+    "eval": ("mex_fusion_ros.eval.eval_command", "evaluate fusers on degraded real pairs and write a report"),
+    "metrics": ("mex_fusion_ros.eval.metrics_command", "quality metrics of one ir / vi / fused triple"),
+    "bag": ("mex_fusion_ros.bag.command", "rosbag2 tools: make, info, eval (offline replay with a report)"),
+    "train": ("mex_fusion_ros.model.train_command", "two-stage training of the MoE fusion network"),
+    "fuse": ("mex_fusion_ros.model.fuse_command", "fuse every pair of a folder with the network, write PNGs"),
+    "bench": ("mex_fusion_ros.model.bench_command", "network speed, parameters and MACs vs YOLOv8n"),
+    "demo": ("mex_fusion_ros.demo_command", "synthesise a scene, make a bag, fuse it and write the report"),
 }
 
 

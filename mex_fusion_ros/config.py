@@ -140,7 +140,8 @@ FUSION_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
                   "sensor-data QoS (REP-2003)."),
     ParameterSpec("registration.homography", [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
                   "Row-major 3x3 homography mapping thermal pixels onto the RGB image."),
-    ParameterSpec("output.width", 0, "Fused image width; 0 = the RGB image's width.", minimum=0, maximum=8192),
+    ParameterSpec("output.width", 0, "Fused image width; 0 = the RGB image's width.",
+                  minimum=0, maximum=8192),
     ParameterSpec("output.height", 0, "Fused image height; 0 = the RGB image's height.",
                   minimum=0, maximum=8192),
     ParameterSpec("output.color", True, "Publish rgb8 fused images (false: mono8)."),
@@ -171,6 +172,10 @@ DETECTOR_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("image_size", 640, "Inference image size (pixels, multiple of 32).",
                   minimum=32, maximum=4096),
     ParameterSpec("publish_annotated", True, "Publish the annotated image topic."),
+    ParameterSpec("input.reliable", False, "Reliable QoS for fused/image (every frame, e.g. bag replay); "
+                  "default best-effort sensor-data QoS (REP-2003)."),
+    ParameterSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.",
+                  minimum=0.1, maximum=60.0),
 )
 
 NODE_PARAMETERS: dict[str, tuple[ParameterSpec, ...]] = {

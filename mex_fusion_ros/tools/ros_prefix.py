@@ -59,10 +59,17 @@ def link_share(prefix: Path, source_root: Path = SOURCE_ROOT) -> list[Path]:
     return links
 
 
-def console_scripts(distribution: str = PACKAGE_NAME) -> list[str]:
-    """Names of the console scripts the installed distribution declares."""
-    dist = metadata.distribution(distribution)
-    return sorted(ep.name for ep in dist.entry_points if ep.group == "console_scripts")
+def site_packages(prefix: Path) -> Path:
+    """``<prefix>/lib/pythonX.Y/site-packages`` for this interpreter's version."""
+    return prefix / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+
+
+def console_scripts(prefix: Path, distribution: str = PACKAGE_NAME) -> list[str]:
+    """Names of the console scripts the distribution installed in ``prefix`` declares."""
+    found = list(metadata.distributions(name=distribution, path=[str(site_packages(prefix))]))
+    if not found:  # e.g. a --user or system install: fall back to the interpreter's own path
+        found = [metadata.distribution(distribution)]
+    return sorted(ep.name for ep in found[0].entry_points if ep.group == "console_scripts")
 
 
 def link_executables(prefix: Path, distribution: str = PACKAGE_NAME) -> list[Path]:
@@ -71,7 +78,7 @@ def link_executables(prefix: Path, distribution: str = PACKAGE_NAME) -> list[Pat
     libexec = prefix / "lib" / PACKAGE_NAME
     libexec.mkdir(parents=True, exist_ok=True)
     links = []
-    for name in console_scripts(distribution):
+    for name in console_scripts(prefix, distribution):
         target = bin_dir / name
         if not target.exists():
             raise FileNotFoundError(f"console script {name!r} is not installed at {target}")

@@ -1,0 +1,140 @@
+"""Training crops: random crops of clean pairs, flipped, then degraded, with degradation labels.
+
+This module imports torch; ``data.paired`` and ``data.degradations`` stay torch-free.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mex_fusion_ros.data.degradations import (
+    Preset,
+    apply_preset,
+    get_preset,
+    sample_training_preset,
+)
+from mex_fusion_ros.data.paired import DatasetError, ImagePair, PairListing, as_pairs, read_pair
+
+
+def _compact(image: np.ndarray) -> np.ndarray:
+    """Store an image read from an 8-bit file as uint8 (4x less memory), bit-exact on expansion."""
+    quantised = np.rint(image * 255.0).astype(np.uint8)
+    if np.array_equal(quantised.astype(np.float32) / np.float32(255.0), image):
+        return quantised
+    return image
+
+
+def _expand(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / np.float32(255.0)
+    return image.astype(np.float32, copy=True)
+
+
+def _to_chw(image: np.ndarray) -> torch.Tensor:
+    """``(H, W)`` -> ``(1, H, W)``, ``(H, W, C)`` -> ``(C, H, W)``; contiguous float32 tensor."""
+    chw = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(chw, dtype=np.float32))
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    """Grey visible ``(H, W)`` replicated to ``(H, W, 3)`` so every batch has 3 visible channels."""
+    return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
+
+
+class DegradedCropDataset(Dataset):
+    """Random ``crop_size`` crops of registered pairs with synthetic degradations and labels.
+
+    Each item: the clean pair is cropped at a random position and flipped horizontally and/or
+    vertically (each with probability 1/2), then degraded. ``presets=None`` draws a preset per item
+    from ``sample_training_preset``; a list of preset names draws uniformly among them.
+
+    Items are dicts: ``ir`` ``(1, h, w)`` and ``vi`` ``(3, h, w)`` float32 in [0, 1] (degraded),
+    ``clean_ir``, ``clean_vi`` (same shapes), ``label`` ``(T,)`` severities and ``present`` ``(T,)``
+    0/1 in ``DEGRADATION_TYPES`` order, ``preset`` (str). Grey visible images are replicated to 3
+    channels. Item ``i`` of epoch ``e`` depends only on ``(seed, e, i)``: call ``set_epoch(e)``
+    before each epoch (with ``DataLoader(num_workers>0)`` the workers see it as long as they are not
+    persistent). All images are read once at construction and kept in memory (8-bit images as uint8).
+
+    ``samples_per_epoch``: items per epoch; default one per pair (item ``i`` crops pair ``i``);
+    when given, each item crops a random pair. ``resize``: passed to ``read_pair``.
+    """
+
+    def __init__(
+        self,
+        root_or_pairs: str | os.PathLike[str] | PairListing | Sequence[ImagePair],
+        crop_size: int = 128,
+        presets: Sequence[str | Preset] | None = None,
+        seed: int = 0,
+        samples_per_epoch: int | None = None,
+        resize: bool = False,
+    ) -> None:
+        if crop_size < 1:
+            raise ValueError(f"crop_size must be >= 1, got {crop_size}")
+        if samples_per_epoch is not None and samples_per_epoch < 1:
+            raise ValueError(f"samples_per_epoch must be >= 1 or None, got {samples_per_epoch}")
+        if presets is not None:
+            if isinstance(presets, str):
+                raise TypeError(f"presets must be a list of preset names, got the string {presets!r}")
+            if len(presets) == 0:
+                raise ValueError("presets must be None (random training presets) or a non-empty list")
+            # Unknown names fail here, not in the middle of an epoch.
+            self.presets: tuple[Preset, ...] | None = tuple(get_preset(p) for p in presets)
+        else:
+            self.presets = None
+        self.crop_size = int(crop_size)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.samples_per_epoch = samples_per_epoch
+        self.pairs = as_pairs(root_or_pairs)
+        self._images: list[tuple[np.ndarray, np.ndarray]] = []
+        for pair in self.pairs:
+            ir, vi = read_pair(pair, resize=resize)
+            height, width = ir.shape
+            if height < self.crop_size or width < self.crop_size:
+                raise DatasetError(
+                    f"pair {pair.name!r} ({pair.vi_path}) is {width}x{height}, smaller than the "
+                    f"{self.crop_size}x{self.crop_size} crop"
+                )
+            self._images.append((_compact(ir), _compact(vi)))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the random stream of an epoch (crops, flips and degradations change per epoch)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch if self.samples_per_epoch is not None else len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        pair_index = int(rng.integers(len(self.pairs))) if self.samples_per_epoch is not None else index
+        ir_full, vi_full = self._images[pair_index]
+        height, width = ir_full.shape
+        top = int(rng.integers(0, height - self.crop_size + 1))
+        left = int(rng.integers(0, width - self.crop_size + 1))
+        rows, cols = slice(top, top + self.crop_size), slice(left, left + self.crop_size)
+        clean_ir, clean_vi = _expand(ir_full[rows, cols]), _expand(vi_full[rows, cols])
+        if rng.random() < 0.5:
+            clean_ir, clean_vi = clean_ir[:, ::-1], clean_vi[:, ::-1]
+        if rng.random() < 0.5:
+            clean_ir, clean_vi = clean_ir[::-1], clean_vi[::-1]
+        clean_ir, clean_vi = np.ascontiguousarray(clean_ir), np.ascontiguousarray(clean_vi)
+        if self.presets is None:
+            preset = sample_training_preset(rng)
+        else:
+            preset = self.presets[int(rng.integers(len(self.presets)))]
+        degraded = apply_preset(preset, clean_ir, clean_vi, seed=rng)
+        return {
+            "ir": _to_chw(degraded.ir),
+            "vi": _to_chw(_rgb(degraded.vi)),
+            "clean_ir": _to_chw(clean_ir),
+            "clean_vi": _to_chw(_rgb(clean_vi)),
+            "label": torch.from_numpy(degraded.label.vector()),
+            "present": torch.from_numpy(degraded.label.present_mask()),
+            "preset": preset.name,
+        }

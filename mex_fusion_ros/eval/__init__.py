@@ -1,0 +1,1 @@
+"""Evaluation: fusion quality metrics (``metrics``), the evaluation runner and its report."""

@@ -1,0 +1,80 @@
+"""One way to build any fuser from a short text spec: the ROS node, ``mex-fusion eval`` and the
+rosbag replay all call ``create_fuser``, so they share one inference path.
+
+Specs:
+
+- a classical baseline: ``average``, ``max``, ``laplacian``, ``gff``, ``cascade``;
+- a model configuration with its shipped weights: ``nano``, ``small``, ``paper``;
+- a configuration with a weights file: ``nano:path/to/weights.pt``;
+- a weights file alone: ``path/to/weights.pt`` (the file records its configuration).
+
+The network code (torch) is imported only when a model spec is used, so the baselines stay light.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from mex_fusion_ros.fusion.base import ImageFuser
+from mex_fusion_ros.fusion.classical import CLASSICAL_FUSERS
+
+#: The classical baselines, in the order reports list them.
+CLASSICAL_METHODS: tuple[str, ...] = ("average", "max", "laplacian", "gff", "cascade")
+
+#: Model configurations that ship weights (``mex_fusion_ros.model.weights``).
+MODEL_CONFIGS: tuple[str, ...] = ("nano", "small", "paper")
+
+WEIGHTS_SUFFIX = ".pt"
+
+
+def valid_specs_text() -> str:
+    """Human-readable list of accepted specs, for error messages and ``--help``."""
+    return (
+        f"classical: {', '.join(CLASSICAL_METHODS)}; model: {', '.join(MODEL_CONFIGS)} "
+        f"(shipped weights), NAME:path/to/weights{WEIGHTS_SUFFIX}, or path/to/weights{WEIGHTS_SUFFIX}"
+    )
+
+
+def parse_model_spec(spec: str) -> tuple[str | None, Path | None]:
+    """``(config name or None, weights path or None)`` of a model spec; ``ValueError`` if it is not one.
+
+    ``"nano"`` -> ``("nano", None)`` (shipped weights); ``"nano:w.pt"`` -> ``("nano", Path("w.pt"))``;
+    ``"w.pt"`` -> ``(None, Path("w.pt"))``.
+    """
+    name, separator, path = spec.partition(":")
+    if separator and name in MODEL_CONFIGS:
+        if not path.endswith(WEIGHTS_SUFFIX):
+            raise ValueError(f"fuser spec {spec!r}: weights file must end in {WEIGHTS_SUFFIX}")
+        return name, Path(path)
+    if spec.endswith(WEIGHTS_SUFFIX):
+        return None, Path(spec)
+    if spec in MODEL_CONFIGS:
+        return spec, None
+    raise ValueError(f"unknown fuser {spec!r}; valid: {valid_specs_text()}")
+
+
+def create_fuser(spec: str, *, device: str = "auto", half: bool = False) -> ImageFuser:
+    """Build the fuser named by ``spec`` (see the module docstring).
+
+    ``device`` ("auto", "cpu", "cuda", "cuda:1", ...) and ``half`` (fp16 inference) apply to the
+    network only; the classical baselines run on the CPU with numpy/OpenCV and ignore them.
+    Raises ``ValueError`` for an unknown spec (listing the valid ones) or a missing weights file;
+    errors of loading the network (``model.weights.WeightsError``: corrupt file, no shipped weights,
+    configuration mismatch) pass through unchanged.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"fuser spec must be a non-empty string, got {spec!r}; valid: {valid_specs_text()}")
+    spec = spec.strip()
+    if spec in CLASSICAL_METHODS:
+        return CLASSICAL_FUSERS[spec]()
+    name, path = parse_model_spec(spec)
+    if path is not None and not path.is_file():
+        raise ValueError(f"fuser {spec!r}: weights file {path} does not exist")
+    # Lazy imports: torch and the network load only for model specs.
+    from mex_fusion_ros.model.fuser import Fuser
+
+    if path is None:
+        from mex_fusion_ros.model.weights import shipped_weights_path
+
+        path = Path(shipped_weights_path(name))
+    # With a configuration name, the file must hold that configuration (WeightsError otherwise).
+    return Fuser.from_weights(path, device=device, half=half, expected=name)

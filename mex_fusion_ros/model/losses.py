@@ -1,0 +1,106 @@
+"""Training losses of the two stages (pure functions on ``(B, C, H, W)`` tensors in [0, 1]).
+
+Stage 1 (restoration, TG-ECNet Eq. L_res): L1 of each restored image to its clean source, L1 of
+their Sobel gradients, the gates' balancing loss and the degradation-label loss (presence BCE +
+severity L1). Stage 2 (fusion): max-intensity L1, Sobel-gradient-max L1 (as in SeAFusion/TG-ECNet),
+SSIM to both clean sources, and fidelity (L1 + L2) to both clean sources, which keeps the fused
+image close to both references (the PSNR/CC/MS-SSIM of the evaluation are averaged over them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mex_fusion_ros.model.layers import rgb_to_luminance
+
+_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+
+def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """``|G_x| + |G_y|`` of every channel: ``(B, C, H, W) -> (B, C, H, W)`` (replicate padding)."""
+    channels = x.shape[1]
+    kernel_x = _SOBEL_X.to(device=x.device, dtype=x.dtype)
+    kernels = torch.stack((kernel_x, kernel_x.t())).unsqueeze(1).repeat(channels, 1, 1, 1)  # (2C, 1, 3, 3)
+    gradients = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernels, groups=channels)
+    return gradients.abs().view(x.shape[0], channels, 2, *x.shape[-2:]).sum(2)
+
+
+def _gaussian_window(size: int, sigma: float, channels: int, like: torch.Tensor) -> torch.Tensor:
+    coords = torch.arange(size, device=like.device, dtype=like.dtype) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Mean SSIM (Wang et al. 2004, Gaussian window, data range 1) of ``(B, C, H, W)`` images -> scalar.
+
+    The window shrinks to the image for inputs smaller than ``window``.
+    """
+    if x.shape != y.shape:
+        raise ValueError(f"ssim needs equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}")
+    window = min(window, x.shape[-1], x.shape[-2])
+    kernel = _gaussian_window(window, sigma, x.shape[1], x)
+    c1, c2 = 0.01**2, 0.03**2
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, kernel, groups=x.shape[1])
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    value = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return value.mean()
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of every loss term (YAML section ``loss`` of the training configuration)."""
+
+    # stage 1
+    restoration_l1: float = 1.0
+    restoration_gradient: float = 0.5
+    degradation_presence: float = 0.2
+    degradation_severity: float = 0.1
+    # stage 2
+    fusion_intensity: float = 0.5
+    fusion_gradient: float = 1.0
+    fusion_ssim: float = 1.0
+    fusion_fidelity_l1: float = 0.5
+    fusion_fidelity_l2: float = 2.0
+    # both
+    balance: float = 0.01
+
+
+def degradation_loss(logits: torch.Tensor, severity: torch.Tensor, present: torch.Tensor,
+                     label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Presence BCE (logits ``(B, T)`` vs 0/1 ``present``) and severity L1 (``(B, T)`` vs ``label``)."""
+    return (F.binary_cross_entropy_with_logits(logits, present.float()),
+            F.l1_loss(severity, label.float()))
+
+
+def restoration_losses(restored_ir: torch.Tensor, restored_vi: torch.Tensor, clean_ir: torch.Tensor,
+                       clean_vi: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Stage-1 image terms: ``l1`` (sum over modalities) and ``gradient`` (Sobel L1, sum)."""
+    l1 = F.l1_loss(restored_ir, clean_ir) + F.l1_loss(restored_vi, clean_vi)
+    gradient = (F.l1_loss(sobel_magnitude(restored_ir), sobel_magnitude(clean_ir))
+                + F.l1_loss(sobel_magnitude(restored_vi), sobel_magnitude(clean_vi)))
+    return {"l1": l1, "gradient": gradient}
+
+
+def fusion_losses(fused_luminance: torch.Tensor, clean_ir: torch.Tensor, clean_vi: torch.Tensor
+                  ) -> dict[str, torch.Tensor]:
+    """Stage-2 terms for the fused luminance ``(B, 1, H, W)`` against the clean IR ``(B, 1, H, W)``
+    and the luminance of the clean visible ``(B, 3, H, W)``."""
+    luminance = rgb_to_luminance(clean_vi)
+    intensity = F.l1_loss(fused_luminance, torch.maximum(clean_ir, luminance))
+    gradient = F.l1_loss(sobel_magnitude(fused_luminance),
+                         torch.maximum(sobel_magnitude(clean_ir), sobel_magnitude(luminance)))
+    structure = 1.0 - 0.5 * (ssim(fused_luminance, clean_ir) + ssim(fused_luminance, luminance))
+    fidelity_l1 = 0.5 * (F.l1_loss(fused_luminance, clean_ir) + F.l1_loss(fused_luminance, luminance))
+    fidelity_l2 = 0.5 * (F.mse_loss(fused_luminance, clean_ir) + F.mse_loss(fused_luminance, luminance))
+    return {"intensity": intensity, "gradient": gradient, "ssim": structure, "fidelity_l1": fidelity_l1,
+            "fidelity_l2": fidelity_l2}

@@ -1,0 +1,47 @@
+"""``mex-fusion train``: two-stage training of the MoE fusion network from a YAML configuration."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from mex_fusion_ros.model.training import TrainConfigError, load_train_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path,
+                        help="training YAML (e.g. config/train_nano.yaml; keys in model/training.py)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="run folder for logs, checkpoints and weights (default: runs/<config name>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    parser.add_argument("--device", default=None, help="device override (auto, cpu, cuda, cuda:N)")
+    parser.add_argument("--threads", type=int, default=None, help="override the config's torch threads")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from mex_fusion_ros.model.training import train
+
+    try:
+        config = load_train_config(args.config)
+    except TrainConfigError as error:
+        print(f"mex-fusion train: {error}", file=sys.stderr)
+        return 2
+    overrides = {}
+    if args.device is not None:
+        overrides["device"] = args.device
+    if args.threads is not None:
+        overrides["threads"] = args.threads
+    config = dataclasses.replace(config, **overrides)
+    out = args.out if args.out is not None else Path("runs") / args.config.stem
+    command = "mex-fusion train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    try:
+        final = train(config, out, resume=args.resume, progress=not args.no_progress, command=command)
+    except (FileExistsError, FileNotFoundError) as error:
+        print(f"mex-fusion train: {error}", file=sys.stderr)
+        return 2
+    print(f"weights written to {final}")
+    return 0

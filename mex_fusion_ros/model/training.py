@@ -1,0 +1,567 @@
+"""Two-stage training of the MoE fusion network (``mex-fusion train``).
+
+Stage 1 (``restoration``): the stems, degradation estimator, shared encoder with its gated experts
+and the shared restoration decoder learn to restore both modalities from synthetic degradations
+(L1 + Sobel-gradient L1 to the clean sources, gate balancing loss, degradation-label loss).
+Stage 2 (``fusion``): the stage-1 modules are frozen (eval mode, no gradients) and the fusion-aware
+parts (alpha/beta modality weights, fusion gates and experts, fusion decoder and head) learn to fuse
+(max-intensity, Sobel-gradient-max, SSIM and fidelity to the clean sources, balancing loss).
+
+Schedules are in optimiser steps. The run folder holds ``train.csv`` (losses), ``val.csv``
+(validation metrics), ``last.pt`` (resumable checkpoint: model, optimiser, step, RNG, written
+every ``checkpoint_minutes`` and at stage ends), ``stage1.pt`` and the final ``mex_<model>.pt``
+(weights files, see ``model.weights``). Multi-process training: ``torchrun --nproc_per_node N
+-m mex_fusion_ros.cli train ...`` (DistributedSampler over the crops, rank 0 logs and saves).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from mex_fusion_ros.model import create_model
+from mex_fusion_ros.model.losses import LossWeights, degradation_loss, fusion_losses, restoration_losses
+from mex_fusion_ros.model.network import MexFusionNet, ModelOutput
+from mex_fusion_ros.model.weights import save_weights, weights_file_name
+
+STAGES = ("restoration", "fusion")
+
+
+class TrainConfigError(ValueError):
+    """The training configuration file has an unknown key or a bad value; the message names it."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    #: Folder of registered training pairs (``ir/`` + ``vi/``; MSRS/M3FD/LLVIP layouts work).
+    train: str = "../shared/data/roadscene/train"
+    #: Folder of validation pairs (empty: no validation).
+    val: str = "../shared/data/roadscene/val"
+    #: Side of the square random training crops.
+    crop_size: int = 128
+    #: Crops per epoch (each from a random pair; one epoch = this many items).
+    samples_per_epoch: int = 2048
+    #: DataLoader worker processes (0 = load in the training process).
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    #: Optimiser steps of this stage.
+    steps: int = 1000
+    #: Peak AdamW learning rate (cosine decay to ``lr * min_lr_ratio`` after a linear warm-up).
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.02
+    warmup_steps: int = 100
+    weight_decay: float = 1e-4
+    #: Crops per optimiser step (per process under torchrun).
+    batch_size: int = 8
+    #: Gradient-norm clipping (0 = off).
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    #: Validate every this many steps (and at the end of each stage); 0 = only at stage ends.
+    every: int = 500
+    #: Validation pairs used (first N of the folder, sorted) and the centre crop side.
+    images: int = 4
+    crop_size: int = 256
+    presets: tuple[str, ...] = ("clean", "noise25", "noise50", "haze", "defocus", "stripe", "mixed")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs (YAML: sections ``data``, ``restoration``, ``fusion``, ``loss``,
+    ``validation`` and the top-level keys below). Merge order: defaults < file < command line."""
+
+    #: Model configuration name (``create_model``) and field overrides.
+    model: str = "nano"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = DataConfig()
+    restoration: StageConfig = StageConfig()
+    fusion: StageConfig = StageConfig()
+    loss: LossWeights = LossWeights()
+    validation: ValidationConfig = ValidationConfig()
+    seed: int = 0
+    #: Write the resumable ``last.pt`` at least this often (wall-clock minutes).
+    checkpoint_minutes: float = 5.0
+    #: Append a ``train.csv`` row every this many steps.
+    log_every: int = 20
+    #: torch intra-op threads of the training process (0 = torch's default).
+    threads: int = 0
+    #: Training device: auto, cpu, cuda, cuda:N.
+    device: str = "auto"
+
+
+_SECTIONS: dict[str, type] = {"data": DataConfig, "restoration": StageConfig, "fusion": StageConfig,
+                              "loss": LossWeights, "validation": ValidationConfig}
+
+
+def _build_dataclass(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(values, Mapping):
+        raise TrainConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise TrainConfigError(f"{where}: unknown keys {unknown}; valid keys: {sorted(fields)}")
+    defaults = cls()
+    converted: dict[str, Any] = {}
+    for key, value in values.items():
+        default = getattr(defaults, key)
+        if isinstance(default, tuple):
+            if not isinstance(value, list | tuple):
+                raise TrainConfigError(f"{where}.{key}: expected a list, got {value!r}")
+            value = tuple(value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise TrainConfigError(f"{where}.{key}: expected true/false, got {value!r}")
+        elif isinstance(default, int | float) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TrainConfigError(f"{where}.{key}: expected a number, got {value!r}")
+            if isinstance(default, int) and not isinstance(value, int):
+                raise TrainConfigError(f"{where}.{key}: expected an integer, got {value!r}")
+            value = type(default)(value)
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise TrainConfigError(f"{where}.{key}: expected a string, got {value!r}")
+        converted[key] = value
+    return dataclasses.replace(defaults, **converted)
+
+
+def train_config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
+    """Validate a parsed YAML mapping into a :class:`TrainConfig` (``TrainConfigError`` on bad keys)."""
+    values = dict(values or {})
+    sections = {name: _build_dataclass(cls, values.pop(name), name)
+                for name, cls in _SECTIONS.items() if name in values}
+    overrides = values.pop("model_overrides", {}) or {}
+    if not isinstance(overrides, Mapping):
+        raise TrainConfigError(f"model_overrides: expected a mapping, got {overrides!r}")
+    top = _build_dataclass(TrainConfig, values, "train config")
+    config = dataclasses.replace(top, model_overrides=dict(overrides), **sections)
+    for stage in STAGES:
+        stage_config: StageConfig = getattr(config, stage)
+        if stage_config.steps < 0 or stage_config.batch_size < 1:
+            raise TrainConfigError(f"{stage}: steps must be >= 0 and batch_size >= 1")
+    return config
+
+
+def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
+    """Read and validate a training YAML file; relative data folders resolve against the working dir."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainConfigError(f"training configuration {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise TrainConfigError(f"training configuration {path} is not valid YAML: {error}") from None
+    try:
+        return train_config_from_dict(values)
+    except TrainConfigError as error:
+        raise TrainConfigError(f"{path}: {error}") from None
+
+
+def train_config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """Plain dict (tuples as lists) for YAML/metadata."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+# ----------------------------------------------------------------------------------------------
+# Distributed helpers
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DistributedContext:
+    """This process's place in a torchrun job (defaults: a single process without a process group)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    #: True inside a process group (also with world size 1): the model is wrapped in DDP.
+    enabled: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> DistributedContext:
+    """Join the torchrun process group when ``WORLD_SIZE`` is set (gloo on CPU, nccl on CUDA)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1 and "RANK" not in os.environ:
+        return DistributedContext()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistributedContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")),
+                              enabled=True)
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> CUDA (the local rank's GPU) when available, else CPU."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainConfigError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+# ----------------------------------------------------------------------------------------------
+# Schedules, freezing, batches
+# ----------------------------------------------------------------------------------------------
+def learning_rate(stage: StageConfig, step_in_stage: int) -> float:
+    """Linear warm-up then cosine decay from ``lr`` to ``lr * min_lr_ratio`` over the stage."""
+    if stage.warmup_steps > 0 and step_in_stage < stage.warmup_steps:
+        return stage.lr * (step_in_stage + 1) / stage.warmup_steps
+    span = max(1, stage.steps - stage.warmup_steps)
+    progress = min(1.0, (step_in_stage - stage.warmup_steps) / span)
+    floor = stage.lr * stage.min_lr_ratio
+    return floor + 0.5 * (stage.lr - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+def configure_stage(model: MexFusionNet, stage: str) -> list[nn.Parameter]:
+    """Set ``requires_grad`` and train/eval modes for ``stage``; return the trainable parameters.
+
+    Stage 2 freezes every stage-1 module (and puts it in eval mode, so its gates route without
+    noise, exactly as at inference).
+    """
+    model.train()
+    trainable = model.stage_modules(stage)
+    frozen = model.stage_modules("fusion" if stage == "restoration" else "restoration")
+    for module in frozen:
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+        if stage == "fusion":
+            module.eval()
+    parameters: list[nn.Parameter] = []
+    for module in trainable:
+        for parameter in module.parameters():
+            parameter.requires_grad_(True)
+            parameters.append(parameter)
+    return parameters
+
+
+def _cycle(loader: DataLoader, start_epoch: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    epoch = start_epoch
+    while True:
+        loader.dataset.set_epoch(epoch)  # type: ignore[attr-defined]
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            yield epoch, batch
+        epoch += 1
+
+
+def compute_losses(model: nn.Module, batch: Mapping[str, Any], stage: str, weights: LossWeights,
+                   device: torch.device) -> tuple[torch.Tensor, dict[str, float], ModelOutput]:
+    """Forward a training batch and return the weighted total loss, its terms and the output."""
+    ir, vi = batch["ir"].to(device), batch["vi"].to(device)
+    clean_ir, clean_vi = batch["clean_ir"].to(device), batch["clean_vi"].to(device)
+    output: ModelOutput = model(ir, vi, fuse=stage == "fusion")
+    # Stage 2: only the fusion gates learn; the frozen encoder gates' balance is not a training signal.
+    balance = output.balance_loss
+    if stage == "fusion":
+        balance = balance - output.encoder_balance_loss
+    terms: dict[str, torch.Tensor] = {"balance": balance}
+    if stage == "restoration":
+        image_terms = restoration_losses(output.restored_ir, output.restored_vi, clean_ir, clean_vi)
+        presence, severity = degradation_loss(output.degradation_logits, output.degradation_severity,
+                                              batch["present"].to(device), batch["label"].to(device))
+        terms.update(image_terms, presence=presence, severity=severity)
+        total = (weights.restoration_l1 * terms["l1"] + weights.restoration_gradient * terms["gradient"]
+                 + weights.degradation_presence * presence + weights.degradation_severity * severity)
+    else:
+        assert output.fused_luminance is not None
+        fusion_terms = fusion_losses(output.fused_luminance, clean_ir, clean_vi)
+        terms.update(fusion_terms)
+        total = (weights.fusion_intensity * fusion_terms["intensity"]
+                 + weights.fusion_gradient * fusion_terms["gradient"]
+                 + weights.fusion_ssim * fusion_terms["ssim"]
+                 + weights.fusion_fidelity_l1 * fusion_terms["fidelity_l1"]
+                 + weights.fusion_fidelity_l2 * fusion_terms["fidelity_l2"])
+    total = total + weights.balance * balance
+    return total, {name: float(value.detach()) for name, value in terms.items()}, output
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------------------------
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(torch.mean((a.clamp(0, 1) - b) ** 2))
+    return 10.0 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def _image_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``(H, W)`` -> ``(1, 1, H, W)``, ``(H, W, 3)`` -> ``(1, 3, H, W)`` float tensor on ``device``."""
+    chw = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(chw[None], dtype=np.float32)).to(device)
+
+
+@torch.no_grad()
+def validate(model: MexFusionNet, config: TrainConfig, device: torch.device) -> dict[str, float]:
+    """Fast validation on centre crops of the first val pairs, every preset of ``config.validation``.
+
+    Metrics: PSNR of the restored IR/visible to the clean sources, PSNR of the fused luminance from
+    the averaged MSE to both clean sources (as the evaluation) and the same for average fusion of
+    the degraded inputs (reference), degradation presence accuracy per type and per image (all
+    types right), mean severity error.
+    """
+    from mex_fusion_ros.data.degradations import DEGRADATION_TYPES, apply_preset
+    from mex_fusion_ros.data.paired import find_pairs, read_pair
+    from mex_fusion_ros.model.layers import rgb_to_luminance
+
+    listing = find_pairs(config.data.val)
+    pairs = sorted(listing.pairs, key=lambda p: p.name)[: config.validation.images]
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    count = 0
+    side = config.validation.crop_size
+    for pair_index, pair in enumerate(pairs):
+        ir, vi = read_pair(pair)
+        height, width = ir.shape
+        top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
+        ir, vi = ir[top:top + side, left:left + side], vi[top:top + side, left:left + side]
+        if vi.ndim == 2:
+            vi = np.repeat(vi[:, :, None], 3, axis=2)
+        for preset_index, preset in enumerate(config.validation.presets):
+            degraded = apply_preset(preset, ir, vi, seed=1000 * pair_index + preset_index)
+            d_ir, d_vi, c_ir, c_vi = (_image_tensor(a, device) for a in (degraded.ir, degraded.vi, ir, vi))
+            out = model(d_ir, d_vi)
+            assert out.fused_luminance is not None
+            c_y = rgb_to_luminance(c_vi)
+            fused = out.fused_luminance.clamp(0, 1)
+            mse = 0.5 * (float(torch.mean((fused - c_ir) ** 2)) + float(torch.mean((fused - c_y) ** 2)))
+            average = 0.5 * (d_ir + rgb_to_luminance(d_vi))
+            mse_avg = 0.5 * (float(torch.mean((average - c_ir) ** 2))
+                             + float(torch.mean((average - c_y) ** 2)))
+            present = torch.from_numpy(degraded.label.present_mask()).to(device).bool()
+            predicted = out.degradation_logits[0].sigmoid() >= 0.5
+            values = {
+                "psnr_restored_ir": _psnr(out.restored_ir, c_ir),
+                "psnr_restored_vi": _psnr(out.restored_vi, c_vi),
+                "psnr_fused": 10 * math.log10(1 / max(mse, 1e-12)),
+                "psnr_average_degraded": 10 * math.log10(1 / max(mse_avg, 1e-12)),
+                "degradation_type_accuracy": float((predicted == present).float().mean()),
+                "degradation_image_accuracy": float(bool((predicted == present).all())),
+                "severity_mae": float((out.degradation_severity[0] - torch.from_numpy(
+                    degraded.label.vector()).to(device)).abs().mean()),
+            }
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0.0) + value
+            count += 1
+    model.train(was_training)
+    assert len(DEGRADATION_TYPES) == len(model.config.degradation_types)
+    return {key: value / max(count, 1) for key, value in sums.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------
+class CsvLog:
+    """Append rows to a CSV file, writing the header when the file is new (resume-safe)."""
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        self.path, self.columns = path, columns
+        if not path.exists():
+            with path.open("w", newline="") as handle:
+                csv.writer(handle).writerow(columns)
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        with self.path.open("a", newline="") as handle:
+            csv.writer(handle).writerow([_format(row.get(column, "")) for column in self.columns])
+
+
+def _format(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+TRAIN_COLUMNS = ["step", "stage", "epoch", "lr", "loss", "l1", "gradient", "presence", "severity",
+                 "intensity", "ssim", "fidelity_l1", "fidelity_l2", "balance", "seconds_per_step",
+                 "elapsed_s"]
+VAL_COLUMNS = ["step", "stage", "psnr_restored_ir", "psnr_restored_vi", "psnr_fused", "psnr_average_degraded",
+               "degradation_type_accuracy", "degradation_image_accuracy", "severity_mae"]
+
+
+def _unwrap(model: nn.Module) -> MexFusionNet:
+    return model.module if isinstance(model, DistributedDataParallel) else model  # type: ignore[return-value]
+
+
+def train(config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool = False,
+          progress: bool = True, command: str = "") -> Path:
+    """Run (or resume) both stages; returns the path of the final weights file in ``out_dir``."""
+    from tqdm import tqdm
+
+    from mex_fusion_ros.data.training import DegradedCropDataset
+
+    out_dir = Path(out_dir)
+    device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
+    context = init_distributed(device)
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    checkpoint_path = out_dir / "last.pt"
+    if context.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if resume and not checkpoint_path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint {checkpoint_path}")
+    if not resume and checkpoint_path.exists():
+        raise FileExistsError(f"{out_dir} already holds a run ({checkpoint_path}); "
+                              "use --resume or another --out")
+
+    seed = config.seed + context.rank
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    model = create_model(config.model, **config.model_overrides).to(device)
+    total_steps = config.restoration.steps + config.fusion.steps
+    step, epoch, elapsed_before = 0, 0, 0.0
+    checkpoint: dict[str, Any] | None = None
+    if resume:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        if checkpoint["model_config"] != model.config.to_dict():
+            raise ValueError(f"{checkpoint_path} was made with another model configuration; cannot resume")
+        model.load_state_dict(checkpoint["model"])
+        step, epoch = checkpoint["step"], checkpoint["epoch"]
+        elapsed_before = checkpoint.get("elapsed_s", 0.0)
+        _set_rng_state(checkpoint["rng"])
+
+    dataset = DegradedCropDataset(config.data.train, crop_size=config.data.crop_size, seed=config.seed,
+                                  samples_per_epoch=config.data.samples_per_epoch)
+    train_log = CsvLog(out_dir / "train.csv", TRAIN_COLUMNS) if context.is_main else None
+    val_log = CsvLog(out_dir / "val.csv", VAL_COLUMNS) if context.is_main and config.data.val else None
+    if context.is_main:
+        with (out_dir / "config.yaml").open("w") as handle:
+            yaml.safe_dump(train_config_to_dict(config), handle, sort_keys=False)
+
+    started = time.monotonic()
+    last_checkpoint = started
+
+    def elapsed() -> float:
+        return elapsed_before + time.monotonic() - started
+
+    def save_checkpoint(stage: str, optimizer: torch.optim.Optimizer) -> None:
+        if not context.is_main:
+            return
+        temporary = checkpoint_path.with_name("last.pt.tmp")
+        torch.save({"model_config": model.config.to_dict(), "model": _unwrap(model).state_dict(),
+                    "optimizer": optimizer.state_dict(), "stage": stage, "step": step, "epoch": epoch,
+                    "elapsed_s": elapsed(), "rng": _rng_state(),
+                    "train_config": train_config_to_dict(config)},
+                   temporary)
+        os.replace(temporary, checkpoint_path)
+
+    def run_validation(stage: str) -> dict[str, float]:
+        if not (context.is_main and config.data.val):
+            return {}
+        metrics = validate(_unwrap(model), config, device)
+        assert val_log is not None
+        val_log.write({"step": step, "stage": stage, **metrics})
+        return metrics
+
+    bar = tqdm(total=total_steps, initial=step, disable=not (progress and context.is_main), unit="step",
+               file=sys.stderr, dynamic_ncols=True)
+    metrics: dict[str, float] = {}
+    for stage_index, stage in enumerate(STAGES):
+        stage_config: StageConfig = getattr(config, stage)
+        stage_start = sum(getattr(config, s).steps for s in STAGES[:stage_index])
+        stage_end = stage_start + stage_config.steps
+        if step >= stage_end:
+            continue
+        parameters = configure_stage(model, stage)
+        optimizer = torch.optim.AdamW(parameters, lr=stage_config.lr, weight_decay=stage_config.weight_decay)
+        if checkpoint is not None and checkpoint["stage"] == stage and step > stage_start:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        trained: nn.Module = model
+        if context.enabled:
+            # Sparse experts leave some parameters unused in a step: find_unused_parameters.
+            device_ids = [device.index] if device.type == "cuda" else None
+            trained = DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+        sampler = DistributedSampler(dataset, shuffle=False) if context.enabled else None
+        loader = DataLoader(dataset, batch_size=stage_config.batch_size, sampler=sampler, shuffle=False,
+                            num_workers=config.data.workers, drop_last=True,
+                            persistent_workers=False, pin_memory=device.type == "cuda")
+        batches = _cycle(loader, epoch)
+        bar.set_description(stage)
+        step_timer = time.monotonic()
+        while step < stage_end:
+            epoch, batch = next(batches)
+            lr = learning_rate(stage_config, step - stage_start)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss, terms, _ = compute_losses(trained, batch, stage, config.loss, device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            loss_value = float(loss.detach())
+            if stage_config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(parameters, stage_config.grad_clip)
+            optimizer.step()
+            step += 1
+            bar.update(1)
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"loss became {loss_value} at step {step} ({stage}); terms {terms}")
+            if train_log is not None and (step % config.log_every == 0 or step == stage_end):
+                seconds = (time.monotonic() - step_timer) / config.log_every
+                step_timer = time.monotonic()
+                train_log.write({"step": step, "stage": stage, "epoch": epoch, "lr": lr, "loss": loss_value,
+                                 **terms, "seconds_per_step": seconds, "elapsed_s": elapsed()})
+                bar.set_postfix(loss=f"{loss_value:.4f}")
+            if config.validation.every > 0 and step % config.validation.every == 0 and step != stage_end:
+                metrics = run_validation(stage)
+            if time.monotonic() - last_checkpoint >= config.checkpoint_minutes * 60:
+                save_checkpoint(stage, optimizer)
+                last_checkpoint = time.monotonic()
+        metrics = run_validation(stage)
+        save_checkpoint(stage, optimizer)
+        last_checkpoint = time.monotonic()
+        if context.is_main and stage == "restoration":
+            save_weights(out_dir / "stage1.pt", _unwrap(model), {"stage": "restoration", "step": step})
+        checkpoint = None
+    bar.close()
+    final = out_dir / weights_file_name(config.model)
+    if context.is_main:
+        # The final file is always written, also when a resumed run had nothing left to do.
+        if not metrics:
+            metrics = run_validation("fusion")
+        save_weights(final, _unwrap(model), {
+            "data": config.data.train, "command": command,
+            "steps": {s: getattr(config, s).steps for s in STAGES},
+            "train_seconds": round(elapsed(), 1), "world_size": context.world_size,
+            "distributed": context.enabled,
+            "train_config": train_config_to_dict(config), "validation": metrics,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        })
+    if context.enabled:
+        dist.barrier()
+        dist.destroy_process_group()
+    return final

@@ -1,0 +1,1 @@
+"""rclpy nodes and adapters; the only sub-package that imports rclpy."""

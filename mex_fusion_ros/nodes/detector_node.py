@@ -1,0 +1,182 @@
+"""``detector_node``: YOLO on the fused stream.
+
+- in: ``fused/image`` (``sensor_msgs/Image``; sensor-data QoS, reliable by ``input.reliable``);
+- out: ``detections`` (``mex_fusion_msgs/DetectionArray``, header copied from the image, published
+  for every image processed, empty when nothing is found), ``detections_2d``
+  (``vision_msgs/Detection2DArray``, only where ``vision_msgs`` is installed: trackers consume it),
+  ``detections/image`` (annotated ``rgb8``, when ``publish_annotated``), ``/diagnostics``.
+
+Inference runs in the subscription callback, as yolo_ros does: the QoS depth bounds what waits,
+and every image the node takes gets its detections (so consumers can join them by stamp).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+
+from mex_fusion_msgs.msg import Detection, DetectionArray
+from mex_fusion_ros.codec.image_codec import to_rgb
+from mex_fusion_ros.config import DETECTOR_NODE_PARAMETERS, ParamValue
+from mex_fusion_ros.nodes import graph
+from mex_fusion_ros.nodes.diagnostics import OK, WARN, make_status, percentile_values
+from mex_fusion_ros.nodes.entry import run_node
+from mex_fusion_ros.nodes.image_msgs import array_to_image_msg, image_msg_to_array
+from mex_fusion_ros.nodes.params import declare_from_specs, parameter_guard
+from mex_fusion_ros.nodes.stats import Counters, DurationWindow, RateMeter
+from mex_fusion_ros.nodes.yolo import Box, DetectorError, YoloDetector
+
+try:  # vision_msgs is the ROS standard for detections, but not installed everywhere (not on PyPI).
+    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
+except ImportError:
+    Detection2DArray = None
+
+__all__ = ["DetectorError", "DetectorNode", "main"]
+
+RATE_WINDOW_S = 5.0
+LOG_THROTTLE_S = 5.0
+OUTPUT_QOS = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def detection_message(box: Box) -> Detection:
+    """A ``Box`` (corners) -> ``mex_fusion_msgs/Detection`` (centre and size, vision_msgs convention)."""
+    return Detection(class_id=box.class_id, class_name=box.class_name, score=box.score,
+                     center_x=(box.x1 + box.x2) / 2.0, center_y=(box.y1 + box.y2) / 2.0,
+                     width=box.x2 - box.x1, height=box.y2 - box.y1)
+
+
+def vision_detections(array: DetectionArray) -> Any:
+    """``DetectionArray`` -> ``vision_msgs/Detection2DArray`` (requires vision_msgs)."""
+    out = Detection2DArray(header=array.header)
+    for detection in array.detections:
+        item = Detection2D(header=array.header)
+        item.bbox.center.position.x = float(detection.center_x)
+        item.bbox.center.position.y = float(detection.center_y)
+        item.bbox.size_x = float(detection.width)
+        item.bbox.size_y = float(detection.height)
+        hypothesis = ObjectHypothesisWithPose()
+        hypothesis.hypothesis.class_id = detection.class_name or str(detection.class_id)
+        hypothesis.hypothesis.score = float(detection.score)
+        item.results.append(hypothesis)
+        out.detections.append(item)
+    return out
+
+
+class DetectorNode(Node):
+    """The detector node; keyword arguments go to ``rclpy.node.Node``."""
+
+    def __init__(self, node_name: str = "detector_node", **node_kwargs: Any) -> None:
+        super().__init__(node_name, **node_kwargs)
+        self.params: dict[str, ParamValue] = declare_from_specs(self, DETECTOR_NODE_PARAMETERS)
+        self.counters = Counters(("images", "decode_errors", "detection_errors", "detections"))
+        self.input_rate = RateMeter(RATE_WINDOW_S)
+        self.inference_ms = DurationWindow()
+        self.latency_ms = DurationWindow()
+        self._last_error = ""
+
+        self.detector: YoloDetector | None = None
+        self.load_model()
+
+        if self.params["input.reliable"]:
+            qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+        else:
+            qos = qos_profile_sensor_data  # REP-2003: image subscribers use the sensor-data profile
+        self.create_subscription(Image, graph.FUSED_IMAGE, self._on_image, qos)
+        self.detections_pub = self.create_publisher(DetectionArray, graph.DETECTIONS, OUTPUT_QOS)
+        self.vision_pub = (self.create_publisher(Detection2DArray, graph.DETECTIONS_2D, OUTPUT_QOS)
+                           if Detection2DArray is not None else None)
+        self.annotated_pub = (self.create_publisher(Image, graph.DETECTIONS_IMAGE, OUTPUT_QOS)
+                              if self.params["publish_annotated"] else None)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, graph.DIAGNOSTICS, 10)
+        self.create_timer(float(self.params["diagnostics_period"]), self.publish_diagnostics)
+        self.add_on_set_parameters_callback(parameter_guard(DETECTOR_NODE_PARAMETERS, self._apply_parameters))
+        self.get_logger().info(
+            f"detecting with {self.params['model']!r} on {self.detector.device}"
+            + ("" if self.vision_pub else "; vision_msgs not installed, detections_2d not published"))
+
+    def load_model(self) -> None:
+        """The heavy step: load the YOLO model and run one warm-up forward."""
+        self.detector = YoloDetector(
+            str(self.params["model"]), device=str(self.params["device"]), half=bool(self.params["half"]),
+            conf=float(self.params["conf"]), iou=float(self.params["iou"]),
+            classes=list(self.params["classes"]), image_size=int(self.params["image_size"]))
+        self.detector.warm_up(int(self.params["image_size"]), int(self.params["image_size"]))
+
+    def _apply_parameters(self, changes: dict[str, ParamValue]) -> None:
+        self.params.update(changes)
+        if self.detector is not None:
+            self.detector.conf = float(self.params["conf"])
+            self.detector.iou = float(self.params["iou"])
+            self.detector.classes = list(self.params["classes"])
+
+    def _on_image(self, msg: Image) -> None:
+        self.input_rate.tick(time.monotonic())
+        self.counters.add("images")
+        try:
+            image = image_msg_to_array(msg, copy=False)
+            if image.ndim == 3:
+                image = to_rgb(image, msg.encoding)  # the detector wants RGB order
+            if image.dtype != np.uint8:
+                raise ValueError(f"expected an 8-bit image, got {msg.encoding}")
+            if image.size == 0:
+                raise ValueError(f"zero-size image ({image.shape})")
+        except Exception as error:  # noqa: BLE001 - a bad message is counted, never ends the node
+            self.counters.add("decode_errors")
+            self._last_error = f"{type(error).__name__}: {error}"
+            self.get_logger().warning(f"dropping image ({msg.encoding} {msg.width}x{msg.height}): {error}",
+                                      throttle_duration_sec=LOG_THROTTLE_S)
+            return
+        try:
+            assert self.detector is not None
+            result = self.detector.detect(image, annotate=self.annotated_pub is not None)
+        except Exception as error:  # noqa: BLE001 - e.g. an image ultralytics cannot letterbox
+            self.counters.add("detection_errors")
+            self._last_error = f"{type(error).__name__}: {error}"
+            self.get_logger().warning(f"detection failed: {self._last_error}",
+                                      throttle_duration_sec=LOG_THROTTLE_S)
+            return
+        array = DetectionArray(header=msg.header,
+                               detections=[detection_message(box) for box in
+                                           sorted(result.boxes, key=lambda box: -box.score)])
+        self.detections_pub.publish(array)
+        if self.vision_pub is not None:
+            self.vision_pub.publish(vision_detections(array))
+        if self.annotated_pub is not None and result.annotated is not None:
+            self.annotated_pub.publish(array_to_image_msg(result.annotated, "rgb8", msg.header))
+        self.counters.add("detections", len(array.detections))
+        self.inference_ms.add(result.inference_ms)
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        self.latency_ms.add((self.get_clock().now().nanoseconds - stamp_ns) / 1e6)
+
+    def publish_diagnostics(self) -> None:
+        counts = self.counters.snapshot()
+        values: dict[str, Any] = {"input_rate_hz": self.input_rate.rate(time.monotonic()), **counts}
+        values.update(percentile_values("inference", self.inference_ms.summary()))
+        values.update(percentile_values("latency", self.latency_ms.summary()))
+        values.update({"model": str(self.params["model"]),
+                       "device": self.detector.device if self.detector else "",
+                       "vision_msgs": self.vision_pub is not None})
+        errors = counts["decode_errors"] + counts["detection_errors"]
+        level, message = (WARN, f"{errors} images not processed; last: {self._last_error}") if errors else (
+            OK, f"{values['input_rate_hz']:.1f} Hz")
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [make_status(f"{self.get_name()}: detector", self.get_fully_qualified_name(), level,
+                                    message, values)]
+        self.diagnostics_pub.publish(array)
+
+
+def main(args: list[str] | None = None) -> int:
+    """``ros2 run mex_fusion_ros detector_node [--ros-args ...]``."""
+    return run_node("detector_node", "Run YOLO on fused/image and publish detections.", DetectorNode,
+                    (DetectorError,), args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

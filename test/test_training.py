@@ -1,0 +1,178 @@
+"""Two-stage training: configuration checks, schedule, freezing, a tiny end-to-end run, resume, DDP."""
+from __future__ import annotations
+
+import csv
+import socket
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from mex_fusion_ros.cli import main
+from mex_fusion_ros.model import create_model
+from mex_fusion_ros.model.fuser import Fuser
+from mex_fusion_ros.model.losses import fusion_losses, sobel_magnitude, ssim
+from mex_fusion_ros.model.training import (
+    StageConfig,
+    TrainConfigError,
+    configure_stage,
+    learning_rate,
+    load_train_config,
+    train,
+    train_config_from_dict,
+)
+from mex_fusion_ros.model.weights import load_weights
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _write_pairs(root: Path, count: int = 3, size: tuple[int, int] = (48, 64)) -> Path:
+    """Synthetic registered pairs: a warm blob in IR, textured colour visible image."""
+    rng = np.random.default_rng(0)
+    (root / "ir").mkdir(parents=True)
+    (root / "vi").mkdir(parents=True)
+    height, width = size
+    yy, xx = np.mgrid[0:height, 0:width]
+    for index in range(count):
+        blob = np.exp(-((yy - rng.integers(height)) ** 2 + (xx - rng.integers(width)) ** 2) / 60.0)
+        ir = np.clip(0.2 + 0.7 * blob + 0.05 * rng.random((height, width)), 0, 1)
+        vi = np.clip(rng.random((height, width, 3)) * 0.3 + np.linspace(0.2, 0.7, width)[None, :, None], 0, 1)
+        cv2.imwrite(str(root / "ir" / f"p{index}.png"), (ir * 255).astype(np.uint8))
+        cv2.imwrite(str(root / "vi" / f"p{index}.png"), (vi * 255).astype(np.uint8))
+    return root
+
+
+def _tiny_config(tmp_path: Path, steps: int = 2, **extra: object) -> Path:
+    data = _write_pairs(tmp_path / "data") if not (tmp_path / "data").exists() else tmp_path / "data"
+    values = {
+        "model": "nano", "threads": 1, "log_every": 1, "checkpoint_minutes": 0.0, "device": "cpu",
+        "data": {"train": str(data), "val": str(data), "crop_size": 32, "samples_per_epoch": 4, "workers": 0},
+        "restoration": {"steps": steps, "batch_size": 2, "warmup_steps": 1},
+        "fusion": {"steps": steps, "batch_size": 2, "warmup_steps": 1},
+        "validation": {"every": 0, "images": 1, "crop_size": 32, "presets": ["clean", "mixed"]},
+        **extra,
+    }
+    path = tmp_path / f"tiny_{steps}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_shipped_training_config_is_valid() -> None:
+    config = load_train_config(REPO / "config" / "train_nano.yaml")
+    assert config.model == "nano" and config.data.crop_size == 128
+    assert config.restoration.steps > 0 and config.fusion.steps > 0
+    assert {"clean", "mixed"} <= set(config.validation.presets)
+
+
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"modle": "nano"}, "unknown keys \\['modle'\\]"),
+        ({"data": {"crop": 64}}, "data: unknown keys \\['crop'\\]"),
+        ({"restoration": {"steps": "many"}}, "restoration.steps: expected a number"),
+        ({"fusion": {"steps": 1.5}}, "fusion.steps: expected an integer"),
+        ({"validation": {"presets": "clean"}}, "validation.presets: expected a list"),
+        ({"model_overrides": [1]}, "model_overrides: expected a mapping"),
+        ({"fusion": {"batch_size": 0}}, "batch_size >= 1"),
+    ],
+)
+def test_bad_training_config_names_the_key(values: dict, message: str) -> None:
+    with pytest.raises(TrainConfigError, match=message):
+        train_config_from_dict(values)
+
+
+def test_learning_rate_schedule() -> None:
+    stage = StageConfig(steps=100, lr=1e-3, min_lr_ratio=0.1, warmup_steps=10)
+    assert learning_rate(stage, 0) == pytest.approx(1e-4)
+    assert learning_rate(stage, 9) == pytest.approx(1e-3)
+    assert learning_rate(stage, 10) == pytest.approx(1e-3)
+    assert learning_rate(stage, 100) == pytest.approx(1e-4)
+    values = [learning_rate(stage, step) for step in range(10, 101)]
+    assert values == sorted(values, reverse=True)
+
+
+def test_stage_two_freezes_stage_one() -> None:
+    model = create_model("nano")
+    trainable = configure_stage(model, "fusion")
+    trainable_ids = {id(p) for p in trainable}
+    for module in model.stage_modules("restoration"):
+        assert not module.training
+        assert all(not p.requires_grad and id(p) not in trainable_ids for p in module.parameters())
+    assert {id(p) for p in model.fusion_head.parameters()} <= trainable_ids
+    assert {id(p) for p in model.alpha} <= trainable_ids
+    configure_stage(model, "restoration")
+    assert model.encoder.training and all(p.requires_grad for p in model.encoder.parameters())
+    assert not any(p.requires_grad for p in model.fusion_decoder.parameters())
+
+
+def test_fusion_losses_prefer_a_good_fusion() -> None:
+    torch.manual_seed(0)
+    ir, vi = torch.rand(2, 1, 24, 24), torch.rand(2, 3, 24, 24)
+    luminance = 0.299 * vi[:, :1] + 0.587 * vi[:, 1:2] + 0.114 * vi[:, 2:]
+    good = fusion_losses(0.5 * (ir + luminance), ir, vi)
+    bad = fusion_losses(torch.rand(2, 1, 24, 24), ir, vi)
+    for key in ("ssim", "fidelity_l1", "fidelity_l2"):
+        assert good[key] < bad[key]
+    assert float(ssim(ir, ir)) == pytest.approx(1.0, abs=1e-5)
+    flat = torch.full((1, 1, 8, 8), 0.3)
+    assert float(sobel_magnitude(flat).abs().max()) == 0.0
+
+
+def test_two_step_training_run_and_resume(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    config = _tiny_config(tmp_path, steps=2)
+    assert main(["train", "--config", str(config), "--out", str(out), "--no-progress"]) == 0
+    rows = _rows(out / "train.csv")
+    assert [r["step"] for r in rows] == ["1", "2", "3", "4"]
+    assert [r["stage"] for r in rows] == ["restoration"] * 2 + ["fusion"] * 2
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+    assert len(_rows(out / "val.csv")) == 2
+    model, metadata = load_weights(out / "mex_nano.pt", expected="nano")
+    assert metadata["steps"] == {"restoration": 2, "fusion": 2} and "validation" in metadata
+    # Stage 2 left the stage-1 modules untouched.
+    stage1, _ = load_weights(out / "stage1.pt")
+    for name, tensor in stage1.encoder.state_dict().items():
+        assert torch.equal(tensor, model.encoder.state_dict()[name]), name
+    assert not torch.equal(stage1.fusion_head.weight, model.fusion_head.weight)
+    Fuser.from_weights(out / "mex_nano.pt", device="cpu")
+    # A second run into the same folder must not overwrite it...
+    assert main(["train", "--config", str(config), "--out", str(out), "--no-progress"]) == 2
+    # ...but --resume continues it with a longer schedule, from step 4.
+    longer = _tiny_config(tmp_path, steps=3)
+    assert main(["train", "--config", str(longer), "--out", str(out), "--resume", "--no-progress"]) == 0
+    steps = [int(r["step"]) for r in _rows(out / "train.csv")]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert main(["train", "--config", str(longer), "--out", str(tmp_path / "fresh"), "--resume"]) == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ddp_code_path_with_one_gloo_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(key, value)
+    config = load_train_config(_tiny_config(tmp_path, steps=1))
+    final = train(config, tmp_path / "ddp", progress=False)
+    assert not torch.distributed.is_initialized()
+    _, metadata = load_weights(final)
+    assert metadata["world_size"] == 1 and metadata["distributed"] is True
