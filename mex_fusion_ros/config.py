@@ -146,10 +146,11 @@ FUSION_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
                   minimum=0, maximum=8192),
     ParameterSpec("output.color", True, "Publish rgb8 fused images (false: mono8)."),
     ParameterSpec("output.publish_restored", False, "Also publish restored/thermal and restored/rgb."),
+    # Disjoint ranges so that every accepted pair satisfies ThermalAGC's low < high.
     ParameterSpec("agc.low_percentile", 1.0, "Thermal AGC: lower clipping percentile for 16-bit input.",
-                  minimum=0.0, maximum=50.0, dynamic=True),
+                  minimum=0.0, maximum=49.0, dynamic=True),
     ParameterSpec("agc.high_percentile", 99.0, "Thermal AGC: upper clipping percentile for 16-bit input.",
-                  minimum=50.0, maximum=100.0, dynamic=True),
+                  minimum=51.0, maximum=100.0, dynamic=True),
     ParameterSpec("agc.smoothing", 0.9, "Thermal AGC: temporal smoothing of the limits (0 = none).",
                   minimum=0.0, maximum=0.999, dynamic=True),
     ParameterSpec("camera_timeout", 1.0, "Seconds without frames before a camera is reported stale.",

@@ -19,7 +19,7 @@ if [ -n "${ROS_DISTRO:-}" ] && "$PYTHON" -c "import rclpy" >/dev/null 2>&1; then
   use_system_ros=1
 fi
 
-inputs_hash=$(cat requirements.txt setup.py setup.cfg package.xml scripts/setup.sh \
+inputs_hash=$(cat requirements.txt setup.py setup.cfg package.xml scripts/setup.sh scripts/build_interfaces.sh \
   $(find mex_fusion_msgs -type f \( -name '*.msg' -o -name 'CMakeLists.txt' -o -name 'package.xml' \) 2>/dev/null | sort) \
   | sha256sum | cut -d' ' -f1)
 inputs_hash="$inputs_hash-ros$use_system_ros"

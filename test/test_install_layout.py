@@ -66,6 +66,7 @@ def pip_prefix(tmp_path_factory) -> Path:
     """A real (non-editable) pip install of the package into an empty prefix, then the ROS bridge."""
     prefix = tmp_path_factory.mktemp("prefix")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--ignore-installed",  # never uninstall the developer's own (editable) install
                     "--prefix", str(prefix), str(REPO)], check=True, capture_output=True)
     env = dict(os.environ, PYTHONPATH=str(site_packages(prefix)))
     subprocess.run([sys.executable, "-m", "mex_fusion_ros.tools.ros_prefix", "--prefix", str(prefix)],
@@ -99,3 +100,44 @@ def test_project_venv_is_a_working_ros_prefix():
     assert found["launch/fusion.launch.py"] == "True" and found["config/fusion.yaml"] == "True"
     for name in declared_console_scripts():
         assert (prefix / "lib" / "mex_fusion_ros" / name).exists()
+
+
+@pytest.fixture(scope="module")
+def colcon_workspace(tmp_path_factory) -> Path:
+    """The tracked files cloned into a workspace's src/, as a robot user does, then ``colcon build``."""
+    colcon = Path(sys.prefix) / "bin" / "colcon"
+    if not colcon.exists():
+        pytest.skip("colcon is not installed in this environment (requirements.txt installs it)")
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True)
+    if tracked.returncode != 0:
+        pytest.skip(f"{REPO} is not a git checkout; cannot tell which files a clone would have")
+    workspace = tmp_path_factory.mktemp("ws")
+    source = workspace / "src" / "mex_fusion_ros"
+    for name in filter(None, tracked.stdout.decode().split("\0")):
+        target = source / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (REPO / name).is_file():
+            target.write_bytes((REPO / name).read_bytes())
+            target.chmod((REPO / name).stat().st_mode)
+    env = dict(os.environ, AMENT_PREFIX_PATH=sys.prefix, PATH=f"{Path(sys.prefix) / 'bin'}:{os.environ['PATH']}")
+    built = subprocess.run([str(colcon), "build", "--packages-select", "mex_fusion_ros"], cwd=workspace,
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    return workspace
+
+
+def test_colcon_finds_both_packages_with_the_documented_base_paths(colcon_workspace):
+    colcon = Path(sys.prefix) / "bin" / "colcon"
+    listed = subprocess.run([str(colcon), "list", "--names-only", "--base-paths", "src",
+                             "src/mex_fusion_ros/mex_fusion_msgs"],
+                            cwd=colcon_workspace, capture_output=True, text=True, check=True)
+    assert set(listed.stdout.split()) == {"mex_fusion_ros", "mex_fusion_msgs"}
+
+
+def test_colcon_install_is_found_by_ros_tools(colcon_workspace):
+    prefix = colcon_workspace / "install" / "mex_fusion_ros"
+    found = ament_lookup(prefix)
+    assert found["launch/fusion.launch.py"] == "True" and found["config/fusion.yaml"] == "True"
+    for name in declared_console_scripts():
+        path = prefix / "lib" / "mex_fusion_ros" / name
+        assert path.is_file() and os.access(path, os.X_OK), f"colcon did not install {path}"

@@ -29,11 +29,12 @@ class ModelConfig:
     """
 
     name: str
-    #: Space-to-depth factor of the stems (and depth-to-space of the heads): 2 runs the whole
-    #: network at half resolution, the main saving of the real-time configurations.
-    pixel_unshuffle: int = 2
+    #: Space-to-depth factor of the stems (and depth-to-space of the heads): 4 runs the whole
+    #: network on 4x4 pixel cells (1/16 of the positions), the main saving of the real-time
+    #: configurations; the heads predict every pixel of a cell.
+    pixel_unshuffle: int = 4
     #: Channels per level, finest first; the last entry is the bottleneck.
-    widths: tuple[int, ...] = (12, 24, 48, 64)
+    widths: tuple[int, ...] = (32, 48, 64, 96)
     #: Blocks per encoder level (same length as ``widths``; the last entry is the bottleneck).
     encoder_blocks: tuple[int, ...] = (0, 1, 1, 2)
     #: Blocks per decoder level, finest first (``len(widths) - 1`` entries).
@@ -128,12 +129,13 @@ class ModelConfig:
 
 #: Registered configurations. ``nano`` is the shipped real-time default.
 MODEL_CONFIGS: dict[str, ModelConfig] = {
-    # Real-time: NAFNet-style conv blocks, no block at full resolution (only the gated experts run
-    # there), 4 experts top-2 before the first three encoder levels.
+    # Real-time: 4x4 space-to-depth, NAFNet-style conv blocks, no block at the finest level (only the
+    # gated experts run there), 4 experts top-2 before the first three encoder levels.
     "nano": ModelConfig(name="nano"),
     # Wider and deeper nano for GPUs (still conv blocks).
     "small": ModelConfig(
         name="small",
+        pixel_unshuffle=2,
         widths=(32, 64, 96, 128),
         encoder_blocks=(1, 2, 2, 4),
         decoder_blocks=(1, 2, 2),
