@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("mex_fusion_ros.nodes.run_command", "run the fusion and detector nodes in one process"),
     "eval": ("mex_fusion_ros.eval.eval_command", "evaluate fusers on degraded real pairs and write a report"),
     "metrics": ("mex_fusion_ros.eval.metrics_command", "quality metrics of one ir / vi / fused triple"),
-    "bag": ("mex_fusion_ros.bag.command", "rosbag2 tools: make, info, eval (offline replay with a report)"),
+    "bag": ("mex_fusion_ros.bag.command", "rosbag2 tools: make, info, eval, compare, play, record"),
     "train": ("mex_fusion_ros.model.train_command", "two-stage training of the MoE fusion network"),
     "fuse": ("mex_fusion_ros.model.fuse_command", "fuse every pair of a folder with the network, write PNGs"),
     "bench": ("mex_fusion_ros.model.bench_command", "network speed, parameters and MACs vs YOLOv8n"),

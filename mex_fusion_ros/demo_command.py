@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         default=None,
         metavar="DIR",
-        help="output folder (default: demo_output/<date-time>); the bag and report go inside",
+        help="output folder (default: outputs/demo/<date-time>, git-ignored); the bag and report go inside",
     )
     parser.add_argument("--frames", type=int, default=300, help="RGB frames of the synthetic scene (30 Hz)")
     parser.add_argument(
@@ -52,9 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("W", "H"),
         help="frame size (default 320 256 for the scene, 640 512 for --data)",
     )
-    parser.add_argument(
-        "--limit", type=int, default=None, metavar="N", help="use only the first N dataset pairs"
-    )
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N dataset pairs")
     parser.add_argument(
         "--method",
         action="append",
@@ -72,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--detector-model",
         default=None,
         metavar="MODEL",
-        help="with --live: run the detector node too, with this ultralytics model (.pt/.onnx/.yaml)",
+        help="count detections (and score mAP against the scene's labels) with this ultralytics model "
+        "(.pt/.onnx/.yaml); with --live the detector node runs too",
     )
 
 
@@ -120,14 +119,12 @@ def make_demo_bag(args: argparse.Namespace, bag: Path):
     else:
         width, height = args.size or (320, 256)
         source = SceneSource(
-            SceneConfig(
-                width=width, height=height, num_frames=args.frames, fps=timing.fps_rgb, seed=args.seed
-            )
+            SceneConfig(width=width, height=height, num_frames=args.frames, fps=timing.fps_rgb, seed=args.seed)
         )
     return make_bag(source, DEMO_PRESETS, bag, timing=timing, with_clean=True, seed=args.seed)
 
 
-def evaluate_demo_bag(bag: Path, methods: list[str], report_dir: Path):
+def evaluate_demo_bag(bag: Path, methods: list[str], report_dir: Path, detector: str | None = None):
     """Step 3-4: offline replay through the node's synchroniser and pipeline, then the report."""
     from mex_fusion_ros.bag.evaluate import BagEvalSettings, evaluate_bag
     from mex_fusion_ros.bag.report import summarise, write_report
@@ -140,14 +137,13 @@ def evaluate_demo_bag(bag: Path, methods: list[str], report_dir: Path):
         node_params=dict(load_config()["fusion_node"]),
         sync_mode="approximate",
         device="cpu",
+        detector=detector,
     )
     outcome = evaluate_bag(settings)
     return outcome, summarise(outcome), write_report(outcome, report_dir)
 
 
-def replay_live(
-    bag: Path, method: str, offline_bag: str | None, recorded: Path, detector_model: str | None
-) -> dict:
+def replay_live(bag: Path, method: str, offline_bag: str | None, recorded: Path, detector_model: str | None) -> dict:
     """Step 5: the live graph on the same bag, paired like the offline run; returns the report's ``live``."""
     from dataclasses import asdict
 
@@ -177,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     from mex_fusion_ros.bag.eval_command import print_outcome
 
     start = time.perf_counter()
-    out = Path(args.out) if args.out else Path("demo_output") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path("outputs") / "demo" / datetime.now().strftime("%Y%m%d-%H%M%S")
     bag, report_dir = out / "bag", out / "report"
     if bag.exists() or report_dir.exists():
         raise SystemExit(f"{out} already holds a demo run (bag/ or report/); choose another --out")
@@ -188,17 +184,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"[1/2] writing a bag from the {what} with the degradation timeline {' -> '.join(DEMO_PRESETS)}")
     summary = make_demo_bag(args, bag)
     print(
-        f"      {bag}: {summary.rgb_frames} RGB + {summary.thermal_frames} thermal frames, "
-        f"{summary.duration_s:.1f} s"
+        f"      {bag}: {summary.rgb_frames} RGB + {summary.thermal_frames} thermal frames, {summary.duration_s:.1f} s"
     )
     print(f"[2/2] replaying it offline through the node's synchroniser and pipeline: {', '.join(methods)}")
-    outcome, method_summary, paths = evaluate_demo_bag(bag, methods, report_dir)
+    outcome, method_summary, paths = evaluate_demo_bag(bag, methods, report_dir, args.detector_model)
     print_outcome(outcome, method_summary)
     if args.live:
         print(f"[live] replaying the bag through the fusion node over DDS ({methods[0]}, sync approximate)")
-        live = replay_live(
-            bag, methods[0], outcome.bags.get(methods[0]), out / "live_fused", args.detector_model
-        )
+        live = replay_live(bag, methods[0], outcome.bags.get(methods[0]), out / "live_fused", args.detector_model)
         from mex_fusion_ros.bag.report import write_report
 
         paths = write_report(outcome, report_dir, live=live)

@@ -24,7 +24,7 @@ from mex_fusion_ros.bag.make import BagTiming, DatasetSource, SceneSource, make_
 from mex_fusion_ros.bag.reader import BagError, BagReader
 from mex_fusion_ros.bag.scene import SceneConfig
 from mex_fusion_ros.bag.timeline import parse_document, parse_segment
-from mex_fusion_ros.bag.writer import TYPESTORE, BagWriteError, BagWriter
+from mex_fusion_ros.bag.writer import MAX_STAMP_NS, TYPESTORE, BagWriteError, BagWriter
 from mex_fusion_ros.data.degradations import UnknownPresetError
 
 STORAGES = ("mcap", "sqlite3")
@@ -34,12 +34,8 @@ T0 = 1_700_000_000_000_000_000
 def _random_frames(rng, count=4):
     frames = []
     for i in range(count):
-        frames.append(
-            (THERMAL_TOPIC, T0 + i * 111_111_111, rng.integers(0, 256, (12, 10), dtype=np.uint8), "mono8")
-        )
-        frames.append(
-            (RGB_TOPIC, T0 + i * 33_333_333 + 7, rng.integers(0, 256, (12, 10, 3), dtype=np.uint8), "rgb8")
-        )
+        frames.append((THERMAL_TOPIC, T0 + i * 111_111_111, rng.integers(0, 256, (12, 10), dtype=np.uint8), "mono8"))
+        frames.append((RGB_TOPIC, T0 + i * 33_333_333 + 7, rng.integers(0, 256, (12, 10, 3), dtype=np.uint8), "rgb8"))
     frames.append(("/thermal/raw16", T0 + 5, rng.integers(0, 65536, (9, 7), dtype=np.uint16), "mono16"))
     return sorted(frames, key=lambda f: f[1])
 
@@ -73,7 +69,7 @@ def test_round_trip_is_bit_identical_with_stamps(tmp_path, storage):
     height=st.integers(1, 9),
     width=st.integers(1, 9),
     encoding=st.sampled_from(["mono8", "mono16", "rgb8", "bgr8"]),
-    stamp=st.integers(0, 2**62),
+    stamp=st.integers(0, MAX_STAMP_NS - 1),
     storage=st.sampled_from(STORAGES),
     seed=st.integers(0, 2**16),
 )
@@ -100,6 +96,8 @@ def test_writer_refuses_an_existing_path_an_unknown_storage_and_a_second_type(tm
     with pytest.raises(BagWriteError, match="unknown bag storage 'rosbag1'"):
         BagWriter(tmp_path / "x", storage="rosbag1")
     with BagWriter(tmp_path / "bag") as writer:
+        with pytest.raises(BagWriteError, match="int32"):
+            writer.write_image("/cam", MAX_STAMP_NS, np.zeros((2, 2), np.uint8), "mono8")
         writer.write_string("/t", T0, "hello")
         with pytest.raises(BagWriteError, match="already holds std_msgs/msg/String"):
             writer.write_image("/t", T0, np.zeros((2, 2), np.uint8), "mono8")
@@ -133,9 +131,7 @@ def test_make_bag_writes_both_cameras_at_their_rates_with_references(scene_bag):
         topics = reader.topics
         assert topics[RGB_TOPIC].count == topics[REFERENCE_RGB_TOPIC].count == 20
         assert topics[THERMAL_TOPIC].count == topics[REFERENCE_THERMAL_TOPIC].count == expected_thermal
-        messages = list(
-            reader.iter_images([THERMAL_TOPIC, RGB_TOPIC, REFERENCE_THERMAL_TOPIC, REFERENCE_RGB_TOPIC])
-        )
+        messages = list(reader.iter_images([THERMAL_TOPIC, RGB_TOPIC, REFERENCE_THERMAL_TOPIC, REFERENCE_RGB_TOPIC]))
         assert not reader.problems  # stamps increase on every topic despite the jitter
     by_topic = {t: [m for m in messages if m.topic == t] for t in topics if t != TIMELINE_TOPIC}
     rgb_stamps = np.array([m.stamp_ns for m in by_topic[RGB_TOPIC]])
@@ -309,9 +305,7 @@ def test_stamps_out_of_order_warn_and_continue(tmp_path, caplog):
     stamps = [T0 + 3, T0 + 1, T0 + 2, T0 + 5]
     with BagWriter(tmp_path / "bag") as writer:
         for number, stamp in enumerate(stamps):
-            writer.write_image(
-                RGB_TOPIC, stamp, np.full((2, 2, 3), number, np.uint8), "rgb8", log_time_ns=T0 + number
-            )
+            writer.write_image(RGB_TOPIC, stamp, np.full((2, 2, 3), number, np.uint8), "rgb8", log_time_ns=T0 + number)
     with caplog.at_level(logging.WARNING), BagReader(tmp_path / "bag") as reader:
         read = list(reader.iter_images([RGB_TOPIC]))
         assert reader.problems == {f"stamps out of order on {RGB_TOPIC}": 2}

@@ -142,9 +142,7 @@ def test_truncated_bag_is_evaluated_up_to_the_cut(tmp_path):
 def test_unknown_method_is_refused_before_reading(tiny_bag, tmp_path):
     bag, _ = tiny_bag
     with pytest.raises(ValueError, match="unknown fuser 'no_such_method'"):
-        evaluate_bag(
-            BagEvalSettings(bag=bag, methods=("no_such_method",), out=tmp_path / "o"), progress=False
-        )
+        evaluate_bag(BagEvalSettings(bag=bag, methods=("no_such_method",), out=tmp_path / "o"), progress=False)
 
 
 def test_cli_bag_eval(tiny_bag, tmp_path, capsys):
@@ -194,9 +192,7 @@ def test_report_scores_degradation_estimates_and_plots_routing(evaluated, tmp_pa
     assert summary["degradation"]["types"]["vi_noise"]["accuracy"] == 1.0
     assert summary["degradation"]["types"]["ir_noise"]["accuracy"] == 0.0
     assert summary["expert_usage"] == {"vi_gate": {"expert_0": 0.75, "expert_2": 0.25}}
-    assert (tmp_path / "figures" / "degradation_0.png").is_file() and (
-        tmp_path / "figures" / "experts_0.png"
-    ).is_file()
+    assert (tmp_path / "figures" / "degradation_0.png").is_file() and (tmp_path / "figures" / "experts_0.png").is_file()
 
 
 @pytest.mark.ros
@@ -245,10 +241,74 @@ def test_stamps_out_of_order_are_reported_and_the_rest_is_evaluated(tmp_path):
                 "rgb8",
                 log_time_ns=log_time + 1,
             )
-    settings = BagEvalSettings(
-        bag=tmp_path / "glitch", methods=("laplacian",), out=tmp_path / "o", write_video=False
-    )
+    settings = BagEvalSettings(bag=tmp_path / "glitch", methods=("laplacian",), out=tmp_path / "o", write_video=False)
     outcome = evaluate_bag(settings, progress=False)
     assert outcome.problems == {f"stamps out of order on {RGB_TOPIC}": 1}
     assert outcome.pairs_processed == 7  # the glitched frame cannot pair; the other seven do
     assert outcome.sync["thermal"]["dropped"] == {"no_partner": 1}
+
+
+# ------------------------------------------------------------------------------------ detection scoring
+def _boxes(*items):
+    from mex_fusion_ros.bag.detection import LabeledBox
+
+    return [LabeledBox(label, box) for label, box in items]
+
+
+def test_average_precision_on_known_cases():
+    from mex_fusion_ros.bag.detection import ScoredBox, mean_average_precision
+
+    truths = {1: _boxes(("car", (0, 0, 10, 10))), 2: _boxes(("car", (20, 20, 30, 30)), ("person", (0, 0, 4, 8)))}
+    perfect = [
+        ScoredBox(1, "car", 0.9, (0, 0, 10, 10)),
+        ScoredBox(2, "car", 0.8, (20, 20, 30, 30)),
+        ScoredBox(2, "person", 0.7, (0, 0, 4, 8)),
+    ]
+    assert mean_average_precision(perfect, truths)["mAP50-95"] == pytest.approx(1.0)
+    # One car of two found: recall stops at 0.5, so 51 of the 101 recall samples have precision 1.
+    half = mean_average_precision(perfect[:1], truths, classes=["car"])
+    assert half["per_class"]["car"]["AP50"] == pytest.approx(51 / 101)
+    # A false positive ranked between two hits: precision 1 up to recall 0.5, then 2/3; a detection
+    # on an unlabelled frame is ignored.
+    ranked = [
+        ScoredBox(1, "car", 0.95, (0, 0, 10, 10)),
+        ScoredBox(1, "car", 0.9, (50, 50, 60, 60)),
+        ScoredBox(2, "car", 0.8, (20, 20, 30, 30)),
+        ScoredBox(99, "car", 0.99, (0, 0, 1, 1)),
+    ]
+    assert mean_average_precision(ranked, truths, classes=["car"])["mAP50"] == pytest.approx((51 + 50 * 2 / 3) / 101)
+    # IoU 0.6 counts at thresholds 0.50, 0.55, 0.60 only.
+    loose = [ScoredBox(1, "car", 0.9, (0, 0, 10, 6))]
+    single = mean_average_precision(loose, {1: truths[1]})
+    assert single["mAP50"] == pytest.approx(1.0) and single["mAP50-95"] == pytest.approx(0.3)
+
+
+def test_bad_labels_file_is_named(tmp_path):
+    from mex_fusion_ros.bag.detection import LabelError, load_labels
+
+    (tmp_path / "labels.json").write_text('{"frames": {"12": [["car", 1, 2]]}}')
+    with pytest.raises(LabelError, match="labels.json is malformed"):
+        load_labels(tmp_path / "labels.json")
+
+
+def test_detector_counts_every_source_and_scores_the_scene_labels(tiny_bag, tmp_path):
+    bag, _ = tiny_bag
+    settings = BagEvalSettings(
+        bag=bag,
+        methods=("laplacian",),
+        out=tmp_path / "o",
+        limit=3,
+        write_video=False,
+        write_bags=False,
+        detector="yolov8n.yaml",
+        detector_conf=0.5,
+    )
+    outcome = evaluate_bag(settings, progress=False)
+    detection = outcome.detection
+    assert set(detection["counts"]) == {"thermal only", "RGB only", "laplacian"}
+    assert all(len(rows) == 3 for rows in detection["counts"].values())
+    assert detection["labels"].endswith("scene_objects.json")
+    for result in detection["map"].values():  # an untrained network: scores exist, their value is not the point
+        assert 0.0 <= result["mAP50"] <= 1.0 and result["frames"] == 3
+    assert outcome.records["laplacian"][0].detections is not None
+    assert "mAP50" in write_report(outcome, tmp_path / "o")["html"].read_text()

@@ -63,3 +63,27 @@ def test_bad_configuration_is_refused(kwargs):
 def test_negative_frame_index_is_refused():
     with pytest.raises(ValueError, match="frame index"):
         DemoScene(SMALL).render(-1)
+
+
+def test_demo_falls_back_to_the_classical_restorer_only_without_weights(monkeypatch):
+    from mex_fusion_ros import demo_command
+
+    monkeypatch.setattr(demo_command, "network_available", lambda spec="nano": (False, "no weights file"))
+    methods, notice = demo_command.choose_methods(None)
+    assert methods == ["cascade", "laplacian"] and "no weights file" in notice and "NOTICE" in notice
+    monkeypatch.setattr(demo_command, "network_available", lambda spec="nano": (True, ""))
+    assert demo_command.choose_methods(None) == (["nano", "laplacian"], None)
+    assert demo_command.choose_methods(["gff"]) == (["gff"], None)
+
+
+def test_demo_command_end_to_end_on_a_tiny_scene(tmp_path, capsys):
+    from mex_fusion_ros import cli
+
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--frames", "20", "--size", "64", "48", "--method", "laplacian", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"report: {(out / 'report' / 'report.html').resolve()}" in printed
+    assert (out / "bag" / "degradation_timeline.json").is_file()
+    assert "pairs processed" in (out / "report" / "report.html").read_text()
+    with pytest.raises(SystemExit, match="already holds a demo run"):
+        cli.main(["demo", "--frames", "20", "--method", "laplacian", "--out", str(out)])

@@ -124,6 +124,20 @@ def test_fuse_numpy_colour_any_size(weights_file: Path) -> None:
     assert {"preprocess", "forward", "postprocess"} <= set(result.timings)
 
 
+def test_channels_last_inference_matches_the_plain_network(weights_file: Path) -> None:
+    fuser = Fuser.from_weights(weights_file, device="cpu")
+    assert fuser.memory_format == torch.channels_last
+    reference = _trained_like_model()
+    generator = torch.Generator().manual_seed(5)
+    ir, vi = torch.rand(2, 1, 40, 72, generator=generator), torch.rand(2, 3, 40, 72, generator=generator)
+    with torch.no_grad():
+        expected = reference(ir, vi)
+    output = fuser.infer(ir, vi)
+    assert output.fused is not None and expected.fused is not None
+    torch.testing.assert_close(output.fused, expected.fused, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(output.restored_vi, expected.restored_vi, atol=1e-5, rtol=1e-4)
+
+
 def test_colour_output_takes_chroma_from_the_restored_visible(weights_file: Path) -> None:
     fuser = Fuser.from_weights(weights_file, device="cpu")
     ir, vi = _pair(32, 48, seed=4)

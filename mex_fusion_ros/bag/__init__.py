@@ -1,10 +1,13 @@
-"""rosbag2 tools (via ``rosbags``, no ROS install needed for offline work).
+"""rosbag2 tools (via ``rosbags``, no rosbag2 install needed; only ``live``/``replay`` use rclpy).
 
 - ``scene``: the synthetic thermal + RGB street scene of the built-in demo;
 - ``timeline``: degradation timelines (which preset is active when) and how they are stored;
-- ``writer`` / ``reader``: sensor_msgs/Image topics in and out of MCAP or sqlite3 bags;
-- ``make_command``, ``eval_command``, ``info``: the ``mex-fusion bag`` sub-commands;
-- ``report``: the HTML + JSON report of an offline evaluation.
+- ``make``: clean frames -> a bag with camera rates, jitter, offset, degradations, references;
+- ``writer`` / ``reader`` (+ ``mcap_salvage`` for truncated MCAP): images in and out of bags;
+- ``evaluate`` / ``report`` / ``detection``: offline replay with the node's synchroniser and
+  pipeline, its HTML + JSON report, detection counts and mAP;
+- ``live`` / ``replay``: rclpy player and recorder, and the live replay through the ROS graph;
+- ``*_command``: the ``mex-fusion bag`` sub-commands (``command`` dispatches them).
 """
 
 #: Topic names written by ``mex-fusion bag make`` and read by ``mex-fusion bag eval`` by default.

@@ -27,10 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mex_fusion_ros.bag.evaluate import EvalSetupError
     from mex_fusion_ros.bag.reader import BagError
+    from mex_fusion_ros.bag.writer import BagWriteError
 
     try:
         return int(importlib.import_module(args._bag_module).run(args) or 0)
-    except BagError as exc:
+    except (BagError, BagWriteError, EvalSetupError) as exc:
         print(f"mex-fusion bag {args.bag_command}: {exc}", file=sys.stderr)
         return 1

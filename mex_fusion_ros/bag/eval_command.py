@@ -16,8 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         metavar="M",
-        help="fuser spec as for create_fuser (laplacian, nano, nano:w.pt, ...); repeat to compare "
-        "(default: laplacian)",
+        help="fuser spec as for create_fuser (laplacian, nano, nano:w.pt, ...); repeat to compare (default: laplacian)",
     )
     parser.add_argument(
         "--out",
@@ -38,9 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="approximate",
         help="synchroniser policy (approximate: every thermal frame once; latest: the node's default)",
     )
-    parser.add_argument(
-        "--slop", type=float, default=None, help="sync slop in seconds (default: from the config)"
-    )
+    parser.add_argument("--slop", type=float, default=None, help="sync slop in seconds (default: from the config)")
     parser.add_argument(
         "--thermal-offset",
         type=float,
@@ -60,6 +57,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="stop after N pairs")
     parser.add_argument("--no-video", action="store_true", help="do not write side_by_side.mp4")
     parser.add_argument("--no-bags", action="store_true", help="do not write the fused output bags")
+    parser.add_argument(
+        "--detector",
+        default=None,
+        metavar="MODEL",
+        help="ultralytics model (.pt/.onnx, or .yaml for an untrained net) to count detections on "
+        "fused, thermal-only and RGB-only frames; with labels also mAP50 / mAP50-95",
+    )
+    parser.add_argument("--detector-conf", type=float, default=0.25, help="detection confidence threshold")
+    parser.add_argument(
+        "--labels",
+        default=None,
+        metavar="JSON",
+        help="labels keyed by RGB stamp (default: the bag's scene_objects.json if present)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         write_bags=not args.no_bags,
         write_video=not args.no_video,
+        detector=args.detector,
+        detector_conf=args.detector_conf,
+        labels=Path(args.labels) if args.labels else None,
     )
     outcome = evaluate_bag(settings)
     paths = write_report(outcome, out)
@@ -110,9 +124,7 @@ def print_outcome(outcome, summary: dict) -> None:
     for method, s in summary.items():
         timing = s["timing_ms"]["total"]
         headline = ", ".join(
-            f"{k} {v:.3f}"
-            for k, v in list(s["reference_metrics"].items() or s["metrics"].items())[:4]
-            if v is not None
+            f"{k} {v:.3f}" for k, v in list(s["reference_metrics"].items() or s["metrics"].items())[:4] if v is not None
         )
         if timing:
             print(

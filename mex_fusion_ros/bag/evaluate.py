@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +40,8 @@ from mex_fusion_ros.bag import (
     TIMELINE_SIDECAR,
     TIMELINE_TOPIC,
 )
+from mex_fusion_ros.bag.detection import LabelError, ScoredBox, count_by_class, load_labels, mean_average_precision
+from mex_fusion_ros.bag.make import OBJECTS_SIDECAR
 from mex_fusion_ros.bag.reader import BagError, BagReader, ImageMessage, read_json_sidecar
 from mex_fusion_ros.bag.timeline import (
     TimelineError,
@@ -53,7 +55,7 @@ from mex_fusion_ros.codec.agc import ThermalAGC
 from mex_fusion_ros.config import default_parameters
 from mex_fusion_ros.data.degradations import DEGRADATION_TYPES
 from mex_fusion_ros.fusion.base import FusionResult
-from mex_fusion_ros.nodes.pipeline import FusionPipeline
+from mex_fusion_ros.nodes.pipeline import FusionPipeline, to_uint8
 from mex_fusion_ros.sync.synchronizer import SYNC_MODES, FramePair, PairSynchronizer, StampedFrame
 
 #: No-reference metrics (fused against the degraded, registered inputs), as the issue lists them.
@@ -66,6 +68,10 @@ VIDEO_PANEL_HEIGHT = 256
 #: With automatic ``metrics_every``, about this many pairs are scored (the metrics cost more than
 #: a classical fusion; the time series stays readable).
 AUTO_SCORED_PAIRS = 100
+
+
+class EvalSetupError(ValueError):
+    """A method cannot be set up (unknown spec, missing or incompatible weights); names the method."""
 
 
 @dataclass
@@ -89,16 +95,23 @@ class BagEvalSettings:
     write_bags: bool = True
     write_video: bool = True
     num_samples: int = 5
+    #: Ultralytics model for detection counts and mAP (None: no detection); runs on every fused
+    #: frame and on the thermal-only and RGB-only inputs.
+    detector: str | None = None
+    detector_conf: float = 0.25
+    #: Labels JSON keyed by RGB stamp (``detection.load_labels``); default: the bag's
+    #: ``scene_objects.json`` when it has one.
+    labels: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.methods:
-            raise ValueError("at least one --method is needed")
+            raise EvalSetupError("at least one --method is needed")
         if self.sync_mode not in SYNC_MODES:
-            raise ValueError(f"sync mode must be one of {SYNC_MODES}, got {self.sync_mode!r}")
+            raise EvalSetupError(f"sync mode must be one of {SYNC_MODES}, got {self.sync_mode!r}")
         if self.metrics_every < 0:
-            raise ValueError(f"metrics_every must be >= 0 (0 = automatic), got {self.metrics_every}")
+            raise EvalSetupError(f"metrics_every must be >= 0 (0 = automatic), got {self.metrics_every}")
         if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1, got {self.limit}")
+            raise EvalSetupError(f"limit must be >= 1, got {self.limit}")
 
 
 @dataclass
@@ -119,6 +132,8 @@ class PairRecord:
     reference_metrics: dict[str, float] = field(default_factory=dict)
     degradation: dict[str, dict[str, float]] | None = None
     routing: list[dict] = field(default_factory=list)
+    #: Detections per class on the fused frame (with a detector).
+    detections: dict[str, int] | None = None
 
 
 @dataclass
@@ -136,6 +151,8 @@ class BagEvalOutcome:
     samples: list[dict] = field(default_factory=list)
     video: str | None = None
     bags: dict[str, str] = field(default_factory=dict)
+    #: With a detector: model, counts per source over time and, with labels, mAP per source.
+    detection: dict | None = None
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -150,8 +167,7 @@ def load_timeline(reader: BagReader) -> list[TimelineSegment]:
         return parse_document(document, str(Path(reader.path) / TIMELINE_SIDECAR))
     if TIMELINE_TOPIC in reader.topics:
         segments = [
-            parse_segment(msg.data, f"{reader.path} {TIMELINE_TOPIC}")
-            for msg in reader.iter_strings(TIMELINE_TOPIC)
+            parse_segment(msg.data, f"{reader.path} {TIMELINE_TOPIC}") for msg in reader.iter_strings(TIMELINE_TOPIC)
         ]
         return sorted(segments, key=lambda s: s.start_ns)
     return []
@@ -240,8 +256,12 @@ class _Evaluation:
         self.pipelines: dict[str, FusionPipeline] = {}
         for spec in settings.methods:
             if spec in self.pipelines:
-                raise ValueError(f"method {spec!r} given twice")
-            self.pipelines[spec] = pipeline(create_fuser(spec, device=settings.device, half=False))
+                raise EvalSetupError(f"method {spec!r} given twice")
+            try:
+                fuser = create_fuser(spec, device=settings.device, half=False)
+            except (ValueError, OSError, RuntimeError, ImportError) as exc:
+                raise EvalSetupError(f"method {spec!r} cannot be set up: {exc}") from exc
+            self.pipelines[spec] = pipeline(fuser)
         first = next(iter(self.pipelines.values())).fuser
         # Registered inputs and clean references for the metrics, through the same preprocessing.
         self.inputs = pipeline(first)
@@ -253,6 +273,18 @@ class _Evaluation:
         self.video: cv2.VideoWriter | None = None
         self.video_path: Path | None = None
         self.writers: dict[str, BagWriter] = {}
+        self.detector = None
+        if settings.detector:
+            from mex_fusion_ros.nodes.yolo import DetectorError, YoloDetector
+
+            try:
+                self.detector = YoloDetector(settings.detector, device=settings.device, conf=settings.detector_conf)
+            except DetectorError as exc:
+                raise EvalSetupError(f"detector {settings.detector!r} cannot be set up: {exc}") from exc
+        #: source ("thermal only", "RGB only", each method) -> every detection, keyed by pair stamp.
+        self.detections: dict[str, list[ScoredBox]] = defaultdict(list)
+        #: source -> [(pair stamp, counts per class)]
+        self.detection_counts: dict[str, list[tuple[int, dict[str, int]]]] = defaultdict(list)
 
     # ---------------------------------------------------------------------------------- helpers
     def _metrics(self, ir, vi, fused, clean_ir, clean_vi) -> tuple[dict, dict]:
@@ -272,9 +304,7 @@ class _Evaluation:
         """Where to take sample frames: the middle of each timeline segment, else evenly spaced."""
         count = max(1, self.settings.num_samples)
         if timeline:
-            return [
-                {"target_ns": (s.start_ns + s.end_ns) // 2, "label": s.preset, "best": None} for s in timeline
-            ]
+            return [{"target_ns": (s.start_ns + s.end_ns) // 2, "label": s.preset, "best": None} for s in timeline]
         return [
             {
                 "target_index": int((i + 0.5) * expected_pairs / count),
@@ -286,16 +316,12 @@ class _Evaluation:
 
     def _offer_sample(self, index: int, stamp: int, panels: list[tuple[str, np.ndarray]]) -> None:
         for slot in self.sample_slots:
-            distance = (
-                abs(stamp - slot["target_ns"]) if "target_ns" in slot else abs(index - slot["target_index"])
-            )
+            distance = abs(stamp - slot["target_ns"]) if "target_ns" in slot else abs(index - slot["target_index"])
             if slot["best"] is None or distance < slot["best"][0]:
                 slot["best"] = (distance, index, stamp, panels)
 
     def _write_video_frame(self, panels: list[tuple[str, np.ndarray]], caption: str, fps: float) -> None:
-        row = np.concatenate(
-            [_caption(_panel(image, VIDEO_PANEL_HEIGHT), name) for name, image in panels], axis=1
-        )
+        row = np.concatenate([_caption(_panel(image, VIDEO_PANEL_HEIGHT), name) for name, image in panels], axis=1)
         if caption:
             cv2.putText(
                 row,
@@ -310,9 +336,7 @@ class _Evaluation:
         if self.video is None:
             self.video_path = self.settings.out / "side_by_side.mp4"
             height, width = row.shape[:2]
-            self.video = cv2.VideoWriter(
-                str(self.video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height)
-            )
+            self.video = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
             if not self.video.isOpened():
                 raise BagError(f"cannot open an mp4v video writer at {self.video_path}")
             self.video_size = (width, height)
@@ -341,9 +365,11 @@ class _Evaluation:
             clean_ir, clean_vi = self.references.prepare(clean_thermal, clean_rgb)
         score = index % self.metrics_every == 0
         panels: list[tuple[str, np.ndarray]] = [("thermal", ir), ("RGB", vi)]
-        restored: list[
-            tuple[str, np.ndarray]
-        ] = []  # restorations of fusers that restore (sample frames only)
+        # Restorations of fusers that restore go into the sample frames only.
+        restored: list[tuple[str, np.ndarray]] = []
+        if self.detector is not None:
+            self._detect("thermal only", to_uint8(ir, color=False), pair.stamp_ns)
+            self._detect("RGB only", to_uint8(vi, color=True), pair.stamp_ns)
         for spec, pipeline in self.pipelines.items():
             try:
                 frame = pipeline.process(thermal.image, rgb.image)
@@ -377,10 +403,11 @@ class _Evaluation:
             self.records[spec].append(record)
             if spec in self.writers:
                 encoding = "rgb8" if frame.fused.ndim == 3 else "mono8"
-                self.writers[spec].write_image(
-                    FUSED_TOPIC, pair.stamp_ns, frame.fused, encoding, frame_id=rgb.frame_id
-                )
-            panels.append((spec, frame.fused))
+                self.writers[spec].write_image(FUSED_TOPIC, pair.stamp_ns, frame.fused, encoding, frame_id=rgb.frame_id)
+            shown = frame.fused
+            if self.detector is not None:
+                record.detections, shown = self._detect(spec, frame.fused, pair.stamp_ns)
+            panels.append((spec, shown))
             if frame.restored_thermal is not None:
                 restored.append((f"{spec} restored thermal", frame.restored_thermal))
             if frame.restored_rgb is not None:
@@ -390,15 +417,75 @@ class _Evaluation:
             panels += [("clean thermal", clean_ir), ("clean RGB", clean_vi)]
         self._offer_sample(index, pair.stamp_ns, panels)
         if self.settings.write_video:
-            self._write_video_frame(
-                panels[: 2 + len(self.pipelines)], truth.preset if truth else "", video_fps
+            self._write_video_frame(panels[: 2 + len(self.pipelines)], truth.preset if truth else "", video_fps)
+
+    def _detect(self, source: str, image: np.ndarray, stamp: int) -> tuple[dict[str, int], np.ndarray]:
+        """Run the detector on one uint8 image; returns counts per class and the image with boxes."""
+        found = self.detector.detect(image)
+        shown = image.copy() if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
+        for box in found.boxes:
+            self.detections[source].append(
+                ScoredBox(stamp, box.class_name, box.score, (box.x1, box.y1, box.x2, box.y2))
             )
+            corner0, corner1 = (int(box.x1), int(box.y1)), (int(box.x2), int(box.y2))
+            cv2.rectangle(shown, corner0, corner1, (255, 64, 64), 1)
+            cv2.putText(
+                shown,
+                box.class_name,
+                (corner0[0], max(8, corner0[1] - 2)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.3,
+                (255, 64, 64),
+                1,
+                cv2.LINE_AA,
+            )
+        counts = count_by_class(box.class_name for box in found.boxes)
+        self.detection_counts[source].append((stamp, counts))
+        return counts, shown
+
+    def _load_labels(self) -> None:
+        """Labels for mAP: ``settings.labels``, else the bag's ``scene_objects.json``; read before any work."""
+        self.labels_path: Path | None = self.settings.labels
+        if self.labels_path is None:
+            bag = Path(self.settings.bag)
+            default = (bag if bag.is_dir() else bag.parent) / OBJECTS_SIDECAR
+            self.labels_path = default if default.is_file() else None
+        self.labels = None
+        if self.detector is not None and self.labels_path is not None:
+            try:
+                self.labels = load_labels(self.labels_path)
+            except LabelError as exc:
+                raise EvalSetupError(str(exc)) from exc
+
+    def _detection_summary(self, stamps: list[int]) -> dict | None:
+        if self.detector is None:
+            return None
+        counts = {
+            source: [{"stamp_ns": s, "counts": c} for s, c in rows] for source, rows in self.detection_counts.items()
+        }
+        summary: dict = {
+            "model": self.settings.detector,
+            "conf": self.settings.detector_conf,
+            "labels": None,
+            "counts": counts,
+            "map": {},
+        }
+        if self.labels is not None:
+            # Every processed pair is a labelled frame: absent from the file means no objects in it.
+            truths = {stamp: self.labels.get(stamp, []) for stamp in stamps}
+            summary["labels"] = str(self.labels_path)
+            summary["map"] = {
+                source: mean_average_precision(self.detections.get(source, []), truths)
+                for source in self.detection_counts
+            }
+        return summary
 
     # ---------------------------------------------------------------------------------- main loop
     def run(self) -> BagEvalOutcome:
         settings = self.settings
         start = time.perf_counter()
         settings.out.mkdir(parents=True, exist_ok=True)
+        self._load_labels()
         stopped_early = None
         with BagReader(settings.bag) as reader:
             info = reader.info()
@@ -409,21 +496,15 @@ class _Evaluation:
             except (TimelineError, BagError) as exc:
                 reader.problems[f"timeline unreadable: {exc}"] += 1
                 timeline = []
-            reference_topics = [
-                t for t in (REFERENCE_THERMAL_TOPIC, REFERENCE_RGB_TOPIC) if t in reader.topics
-            ]
+            reference_topics = [t for t in (REFERENCE_THERMAL_TOPIC, REFERENCE_RGB_TOPIC) if t in reader.topics]
             if len(reference_topics) == 1:
-                reader.problems[
-                    f"only one reference topic ({reference_topics[0]}); reference metrics skipped"
-                ] += 1
+                reader.problems[f"only one reference topic ({reference_topics[0]}); reference metrics skipped"] += 1
                 reference_topics = []
             topics = [settings.thermal_topic, settings.rgb_topic, *reference_topics]
             duration_s = max(info["duration_s"], 1e-9)
             video_fps = float(np.clip(thermal_count / duration_s, 1.0, 60.0))
             expected_pairs = min(thermal_count, rgb_count)
-            self.metrics_every = settings.metrics_every or max(
-                1, math.ceil(expected_pairs / AUTO_SCORED_PAIRS)
-            )
+            self.metrics_every = settings.metrics_every or max(1, math.ceil(expected_pairs / AUTO_SCORED_PAIRS))
             self.sample_slots = self._sample_slots(timeline, expected_pairs)
             if settings.write_bags:
                 for spec in settings.methods:
@@ -436,9 +517,7 @@ class _Evaluation:
             refs: dict[str, dict[int, np.ndarray]] = {REFERENCE_THERMAL_TOPIC: {}, REFERENCE_RGB_TOPIC: {}}
             pending: list[FramePair] = []
             total = sum(reader.topics[t].count for t in topics)
-            bar = tqdm(
-                total=total, desc=f"bag eval {Path(settings.bag).name}", unit="msg", disable=not self.progress
-            )
+            bar = tqdm(total=total, desc=f"bag eval {Path(settings.bag).name}", unit="msg", disable=not self.progress)
 
             def drain(now_ns: int | None) -> bool:
                 """Process pending pairs whose references arrived or can no longer arrive."""
@@ -496,6 +575,8 @@ class _Evaluation:
                 stopped_early = reader.salvaged
 
         samples = self._save_samples()
+        stamps = sorted({r.stamp_ns for records in self.records.values() for r in records})
+        detection = self._detection_summary(stamps)
         return BagEvalOutcome(
             settings={
                 "bag": str(settings.bag),
@@ -524,6 +605,7 @@ class _Evaluation:
             samples=samples,
             video=str(self.video_path) if self.video_path else None,
             bags={spec: str(w.path) for spec, w in self.writers.items()},
+            detection=detection,
         )
 
     def _save_samples(self) -> list[dict]:
@@ -536,9 +618,7 @@ class _Evaluation:
             if any(s["index"] == index for s in saved):
                 continue
             folder.mkdir(parents=True, exist_ok=True)
-            row = np.concatenate(
-                [_caption(_panel(image, VIDEO_PANEL_HEIGHT), name) for name, image in panels], axis=1
-            )
+            row = np.concatenate([_caption(_panel(image, VIDEO_PANEL_HEIGHT), name) for name, image in panels], axis=1)
             path = folder / f"sample_{number:02d}_{slot['label']}.png"
             cv2.imwrite(str(path), cv2.cvtColor(row, cv2.COLOR_RGB2BGR))
             saved.append(

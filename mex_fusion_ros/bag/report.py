@@ -88,8 +88,7 @@ def expert_usage(records: list[PairRecord]) -> dict[str, dict[str, float]] | Non
     if not counts:
         return None
     return {
-        gate: {f"expert_{e}": w / counts[gate] for e, w in sorted(experts.items())}
-        for gate, experts in totals.items()
+        gate: {f"expert_{e}": w / counts[gate] for e, w in sorted(experts.items())} for gate, experts in totals.items()
     }
 
 
@@ -153,9 +152,7 @@ def _t0(outcome: BagEvalOutcome) -> int:
 
 
 def _metrics_figure(outcome: BagEvalOutcome, attribute: str, title: str, path: Path) -> str | None:
-    names = list(
-        dict.fromkeys(n for rs in outcome.records.values() for r in rs for n in getattr(r, attribute))
-    )
+    names = list(dict.fromkeys(n for rs in outcome.records.values() for r in rs for n in getattr(r, attribute)))
     if not names:
         return None
     t0 = _t0(outcome)
@@ -167,9 +164,7 @@ def _metrics_figure(outcome: BagEvalOutcome, attribute: str, title: str, path: P
         _shade_segments(axes, outcome, t0, label=number < columns)
         for method, records in outcome.records.items():
             points = [
-                ((r.stamp_ns - t0) / 1e9, getattr(r, attribute)[name])
-                for r in records
-                if name in getattr(r, attribute)
+                ((r.stamp_ns - t0) / 1e9, getattr(r, attribute)[name]) for r in records if name in getattr(r, attribute)
             ]
             if points:
                 xs, ys = zip(*points)
@@ -238,9 +233,7 @@ def _experts_figure(outcome: BagEvalOutcome, method: str, path: Path) -> str | N
     for number, gate in enumerate(gates):
         axes = figure.add_subplot(len(gates), 1, number + 1)
         _shade_segments(axes, outcome, t0, label=number == 0)
-        experts = sorted(
-            {e for r in records for route in r.routing if route["gate"] == gate for e in route["experts"]}
-        )
+        experts = sorted({e for r in records for route in r.routing if route["gate"] == gate for e in route["experts"]})
         xs, weights = [], np.zeros((len(experts), len(records)))
         for column, record in enumerate(records):
             xs.append((record.stamp_ns - t0) / 1e9)
@@ -255,6 +248,63 @@ def _experts_figure(outcome: BagEvalOutcome, method: str, path: Path) -> str | N
     figure.supxlabel("bag time (s)")
     figure.tight_layout()
     return _save(figure, path)
+
+
+def _detection_figure(outcome: BagEvalOutcome, path: Path, max_classes: int = 4) -> str | None:
+    """Detections per class over time, one panel per class (the most frequent ones), a line per source."""
+    detection = outcome.detection
+    if not detection or not detection["counts"]:
+        return None
+    totals: dict[str, int] = defaultdict(int)
+    for rows in detection["counts"].values():
+        for row in rows:
+            for name, n in row["counts"].items():
+                totals[name] += n
+    classes = sorted(totals, key=lambda c: -totals[c])[:max_classes]
+    if not classes:
+        return None
+    t0 = _t0(outcome)
+    figure = Figure(figsize=(12, 2.2 * len(classes) + 0.8))
+    for number, name in enumerate(classes):
+        axes = figure.add_subplot(len(classes), 1, number + 1)
+        _shade_segments(axes, outcome, t0, label=number == 0)
+        for source, rows in detection["counts"].items():
+            axes.plot(
+                [(r["stamp_ns"] - t0) / 1e9 for r in rows],
+                [r["counts"].get(name, 0) for r in rows],
+                lw=1.0,
+                label=source,
+            )
+        axes.set_ylabel(name)
+        if number == 0:
+            axes.legend(fontsize=7, loc="upper left", ncol=4)
+    figure.suptitle(f"Detections per class ({detection['model']}, confidence >= {detection['conf']})")
+    figure.supxlabel("bag time (s)")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _detection_section(outcome: BagEvalOutcome, figure: str | None) -> list[str]:
+    detection = outcome.detection
+    if not detection:
+        return [
+            "<h2>Detection</h2><p>No detector was run (<code>--detector MODEL</code> adds detection counts "
+            "and, with labels, mAP for fused vs thermal-only vs RGB-only inputs).</p>"
+        ]
+    parts = ["<h2>Detection</h2>"]
+    rows = []
+    for source, rows_of_source in detection["counts"].items():
+        total = sum(sum(r["counts"].values()) for r in rows_of_source)
+        result = detection["map"].get(source, {})
+        rows.append([html.escape(source), str(total), _fmt(result.get("mAP50")), _fmt(result.get("mAP50-95"))])
+    parts.append(_table(["input", "detections", "mAP50", "mAP50-95"], rows))
+    if detection["labels"]:
+        parts.append(f"<p>Labels: <code>{html.escape(detection['labels'])}</code>.</p>")
+    else:
+        parts.append("<p>No labels for this bag: counts only.</p>")
+    if figure:
+        parts.append(f"<img src='figures/{figure}'>")
+    return parts
 
 
 def _latency_figure(outcome: BagEvalOutcome, path: Path) -> str | None:
@@ -298,8 +348,7 @@ def _preset_table(summary: dict, key: str, metric: str) -> str:
     if not presets:
         return ""
     rows = [
-        [html.escape(method)] + [_fmt(s[key].get(p, {}).get(metric)) for p in presets]
-        for method, s in summary.items()
+        [html.escape(method)] + [_fmt(s[key].get(p, {}).get(metric)) for p in presets] for method, s in summary.items()
     ]
     return _table([f"{metric} by true preset", *presets], rows)
 
@@ -371,6 +420,7 @@ def write_report(outcome: BagEvalOutcome, out: Path, live: dict | None = None) -
             figures / "reference_metrics_over_time.png",
         ),
         "latency": _latency_figure(outcome, figures / "latency_histogram.png"),
+        "detection": _detection_figure(outcome, figures / "detections_over_time.png"),
     }
     per_method_figures = {}
     for number, method in enumerate(outcome.records):
@@ -407,9 +457,7 @@ def write_report(outcome: BagEvalOutcome, out: Path, live: dict | None = None) -
         )
     if outcome.timeline:
         parts.append(
-            "<p>Degradation timeline: "
-            + " → ".join(html.escape(s["preset"]) for s in outcome.timeline)
-            + "</p>"
+            "<p>Degradation timeline: " + " → ".join(html.escape(s["preset"]) for s in outcome.timeline) + "</p>"
         )
 
     parts.append("<h2>Synchronisation</h2>")
@@ -425,9 +473,7 @@ def write_report(outcome: BagEvalOutcome, out: Path, live: dict | None = None) -
     parts.append(_table(["camera", "frames received", "paired", "dropped (reason count)"], rows))
     skews = [abs(r.skew_ms) for records in outcome.records.values() for r in records[:]]
     if skews:
-        parts.append(
-            f"<p>|skew| between paired stamps: median {np.median(skews):.2f} ms, max {max(skews):.2f} ms.</p>"
-        )
+        parts.append(f"<p>|skew| between paired stamps: median {np.median(skews):.2f} ms, max {max(skews):.2f} ms.</p>")
 
     parts.append("<h2>Processing time per pair</h2>")
     rows = []
@@ -447,9 +493,7 @@ def write_report(outcome: BagEvalOutcome, out: Path, live: dict | None = None) -
                 _fmt(f.get("p50")),
             ]
         )
-    parts.append(
-        _table(["method", "pairs", "pairs/s", "mean ms", "p50", "p90", "p99", "max", "forward p50"], rows)
-    )
+    parts.append(_table(["method", "pairs", "pairs/s", "mean ms", "p50", "p90", "p99", "max", "forward p50"], rows))
     if figure_files["latency"]:
         parts.append(f"<img src='figures/{figure_files['latency']}'>")
 
@@ -481,9 +525,7 @@ def write_report(outcome: BagEvalOutcome, out: Path, live: dict | None = None) -
             ]
             parts.append(f"<h3>{html.escape(method)}</h3>")
             parts.append(
-                _table(
-                    ["type", "accuracy (p≥0.5)", *[f"mean p | {p}" for p in _segment_order(outcome)]], rows
-                )
+                _table(["type", "accuracy (p≥0.5)", *[f"mean p | {p}" for p in _segment_order(outcome)]], rows)
             )
         for png in (degradation_png, experts_png):
             if png:
@@ -491,8 +533,7 @@ def write_report(outcome: BagEvalOutcome, out: Path, live: dict | None = None) -
                 parts.append(f"<img src='figures/{png}'>")
     if not any_network:
         parts.append(
-            "<p>None of the methods reports a degradation estimate or expert routing "
-            "(classical baselines do not).</p>"
+            "<p>None of the methods reports a degradation estimate or expert routing (classical baselines do not).</p>"
         )
 
     parts.append("<h2>Sample frames</h2>")
@@ -511,14 +552,13 @@ def write_report(outcome: BagEvalOutcome, out: Path, live: dict | None = None) -
         parts.append(
             "<p>Fused output bags (<code>/fused/image</code>): "
             + ", ".join(
-                f"{html.escape(m)}: <code>{html.escape(_relative(p, out))}</code>"
-                for m, p in outcome.bags.items()
+                f"{html.escape(m)}: <code>{html.escape(_relative(p, out))}</code>" for m, p in outcome.bags.items()
             )
             + "</p>"
         )
     if live is not None:
         parts += _live_section(live)
-    parts.append("<p>Not in this report: detection counts and mAP (no detector runs offline here).</p>")
+    parts += _detection_section(outcome, figure_files["detection"])
     parts.append(f"<p>All numbers: <a href='{json_path.name}'>{json_path.name}</a></p>")
 
     style = (

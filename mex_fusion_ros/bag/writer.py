@@ -47,14 +47,18 @@ RELIABLE_QOS = Qos(
 )
 
 
+#: ``builtin_interfaces/Time.sec`` is an int32: header stamps end in January 2038.
+MAX_STAMP_NS = 2**31 * 1_000_000_000
+
+
 class BagWriteError(RuntimeError):
     """A bag cannot be written (path exists, unknown storage, bad message); the message says why."""
 
 
 def stamp_to_time(stamp_ns: int):
     """Nanoseconds since the epoch -> ``builtin_interfaces/Time`` of the typestore."""
-    if stamp_ns < 0:
-        raise BagWriteError(f"stamps must be >= 0 ns, got {stamp_ns}")
+    if not 0 <= stamp_ns < MAX_STAMP_NS:
+        raise BagWriteError(f"stamps must be in [0, 2^31 s) (builtin_interfaces/Time.sec is int32), got {stamp_ns} ns")
     time_type = TYPESTORE.types["builtin_interfaces/msg/Time"]
     return time_type(sec=int(stamp_ns // 1_000_000_000), nanosec=int(stamp_ns % 1_000_000_000))
 

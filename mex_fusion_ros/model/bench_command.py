@@ -2,7 +2,8 @@
 
 Measures the median forward time of each configuration at ``--size`` (default 640x512, one pair)
 and of a YOLOv8n detector at 640x640 (ultralytics ``YOLO("yolov8n.yaml")``, random weights: the
-cost does not depend on them) in the same run, interleaved round by round so that a change of the
+cost does not depend on them) in the same run; the fusion networks run in the memory layout the
+``Fuser`` uses (channels-last on the CPU), interleaved round by round so that a change of the
 machine's load affects all of them alike. MACs are counted with ``thop`` (ultralytics-thop) plus a
 rule for the attention products of the Restormer blocks, which thop does not see; the sparse
 experts are counted only when they run, so the counts reflect top-k routing.
@@ -83,8 +84,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    ir = torch.rand(1, 1, height, width, device=device)
-    vi = torch.rand(1, 3, height, width, device=device)
+    # The layout the Fuser uses: channels-last on the CPU (fast 1x1 convolutions), plain on CUDA.
+    layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    ir = torch.rand(1, 1, height, width, device=device).contiguous(memory_format=layout)
+    vi = torch.rand(1, 3, height, width, device=device).contiguous(memory_format=layout)
+    for model in models.values():
+        model.to(memory_format=layout)
     functions: dict[str, Callable[[], Any]] = {name: (lambda m=model: m(ir, vi))
                                                for name, model in models.items()}
     rows: dict[str, dict[str, Any]] = {

