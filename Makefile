@@ -22,7 +22,7 @@ test: setup lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(VENV)/bin/mex-fusion demo $(if $(DATA),--data $(DATA),)
+	$(VENV)/bin/mex-fusion demo --live $(if $(DATA),--data $(DATA),)
 
 clean:
 	rm -rf $(VENV) build install log .pytest_cache .ruff_cache

@@ -325,3 +325,22 @@ def render_defaults_yaml() -> str:
             lines.append(f"{indent}{leaf}: {json.dumps(spec.default)}")
         lines.append("")
     return "\n".join(lines)
+
+
+def render_markdown_reference() -> str:
+    """The parameters of every node as Markdown tables (the README's configuration reference)."""
+    lines = []
+    for node, specs in NODE_PARAMETERS.items():
+        lines += [f"#### `{node}`", "", "| parameter | type | default | range / choices | run-time | meaning |",
+                  "|---|---|---|---|---|---|"]
+        for spec in specs:
+            if spec.choices:
+                bounds = " \\| ".join(spec.choices)
+            elif spec.minimum is not None or spec.maximum is not None:
+                bounds = f"{spec.minimum:g} .. {spec.maximum:g}"
+            else:
+                bounds = ""
+            lines.append(f"| `{spec.name}` | {spec.type_name} | `{json.dumps(spec.default)}` | {bounds} | "
+                         f"{'yes' if spec.dynamic else ''} | {spec.description} |")
+        lines.append("")
+    return "\n".join(lines)

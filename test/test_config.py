@@ -103,3 +103,11 @@ def test_config_command(tmp_path, capsys):
     assert "fusion_node.ros__parameters.fp16" in capsys.readouterr().err
     assert cli_main(["config", "--defaults"]) == 0
     assert capsys.readouterr().out == render_defaults_yaml()
+
+
+def test_readme_parameter_reference_is_current():
+    from mex_fusion_ros.config import render_markdown_reference
+
+    readme = (source_config_dir().parent / "README.md").read_text()
+    block = readme.split("<!-- parameters:begin -->\n", 1)[1].split("<!-- parameters:end -->", 1)[0]
+    assert block == render_markdown_reference(), "README parameter tables are stale: paste `mex-fusion config --markdown`"
