@@ -126,6 +126,14 @@ FUSION_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("device", "auto", "Inference device: auto (CUDA when available, else CPU), cpu, cuda, "
                   "cuda:N."),
     ParameterSpec("fp16", False, "Half-precision inference (CUDA only; ignored on CPU).", dynamic=True),
+    ParameterSpec("backend", "torch", "Network runtime: torch, onnxruntime (exports the weights to ONNX on "
+                  "first use, or set `weights` to a .onnx from `mex-fusion export`) or tensorrt (an engine "
+                  "built with trtexec next to the .onnx; docs/deployment.md).",
+                  choices=("torch", "onnxruntime", "tensorrt")),
+    ParameterSpec("compile", False, "torch backend: torch.compile the network for fixed input sizes "
+                  "(first frame of each size compiles)."),
+    ParameterSpec("cuda_graphs", False, "torch backend on CUDA: capture the forward in a CUDA graph per "
+                  "input size and replay it (fixed camera resolution)."),
     ParameterSpec("sync.mode", "latest", "Pairing policy: latest (live: newest pair, stale pairs dropped) "
                   "or approximate (every pair, like message_filters).", choices=("latest", "approximate")),
     ParameterSpec("sync.slop", 0.05, "Largest stamp difference of a thermal/RGB pair, seconds.",

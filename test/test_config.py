@@ -110,4 +110,5 @@ def test_readme_parameter_reference_is_current():
 
     readme = (source_config_dir().parent / "README.md").read_text()
     block = readme.split("<!-- parameters:begin -->\n", 1)[1].split("<!-- parameters:end -->", 1)[0]
-    assert block == render_markdown_reference(), "README parameter tables are stale: paste `mex-fusion config --markdown`"
+    assert block == render_markdown_reference(), (
+        "README parameter tables are stale: paste `mex-fusion config --markdown`")

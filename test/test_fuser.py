@@ -97,6 +97,17 @@ def test_config_mismatch_is_refused(tmp_path: Path, weights_file: Path) -> None:
         load_weights(tampered)
 
 
+def test_weights_from_before_a_new_config_field_still_load(tmp_path: Path) -> None:
+    # Fields added later have defaults that keep the old behaviour; files without them load.
+    model = _trained_like_model(estimator_statistics=False)
+    path = save_weights(tmp_path / "old.pt", model)
+    payload = torch.load(path, weights_only=True)
+    del payload["config"]["estimator_statistics"]
+    torch.save(payload, path)
+    loaded, _ = load_weights(path)
+    assert loaded.config.estimator_statistics is False
+
+
 def test_shipped_weights_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AMENT_PREFIX_PATH", "")
     monkeypatch.setattr(weights_module, "SOURCE_WEIGHTS_DIR", tmp_path)

@@ -97,6 +97,10 @@ def test_arguments_become_parameters_and_remaps(tmp_path):
     assert (THERMAL_IMAGE, "/boson/image_raw") in fusion.remappings
     assert (THERMAL_IMAGE + "/compressed", "/boson/image_raw/compressed") in fusion.remappings
     assert ("fused/image", "fused") in fusion.remappings and ("fused/image", "fused") in detector.remappings
+    # Booleans in either spelling ROS users write (use_sim_time:=True is common in tutorials).
+    assert all(node.parameters["use_sim_time"] is True
+               for node in resolve_graph({"config": str(SHIPPED), "use_sim_time": "True"}))
+    assert resolve_graph({"config": str(SHIPPED), "reliable": "False"})[0].parameters["input.reliable"] is False
     # An argument left empty keeps the file's value.
     custom = tmp_path / "custom.yaml"
     custom.write_text(yaml.safe_dump({"fusion_node": {"ros__parameters": {"method": "gff"}}}))
@@ -107,8 +111,9 @@ def test_arguments_become_parameters_and_remaps(tmp_path):
 TOPIC_NAMES = st.from_regex(r"/?[a-z][a-z0-9_]{0,8}(/[a-z][a-z0-9_]{0,8}){0,2}", fullmatch=True)
 
 
-@given(thermal=TOPIC_NAMES, rgb=TOPIC_NAMES, sim=st.sampled_from(["true", "false"]),
-       reliable=st.sampled_from(["", "true", "false"]), namespace=st.sampled_from(["", "robot1", "/a/b/"]))
+@given(thermal=TOPIC_NAMES, rgb=TOPIC_NAMES, sim=st.sampled_from(["true", "false", "True", "False"]),
+       reliable=st.sampled_from(["", "true", "false", "True", "False"]),
+       namespace=st.sampled_from(["", "robot1", "/a/b/"]))
 @settings(max_examples=40, deadline=None)
 def test_any_valid_arguments_resolve_consistently(thermal, rgb, sim, reliable, namespace):
     resolved = resolve_graph({"config": str(SHIPPED), "thermal_topic": thermal, "rgb_topic": rgb,
@@ -118,9 +123,9 @@ def test_any_valid_arguments_resolve_consistently(thermal, rgb, sim, reliable, n
     for topic, target in ((THERMAL_IMAGE, thermal), (RGB_IMAGE, rgb)):
         assert remaps.get(topic, topic) == target  # no rule when the name is unchanged
         assert remaps.get(topic + "/compressed", topic + "/compressed") == target + "/compressed"
-    assert all(node.parameters["use_sim_time"] is (sim == "true") for node in resolved)
+    assert all(node.parameters["use_sim_time"] is (sim.lower() == "true") for node in resolved)
     file_value = default_parameters("fusion_node")["input.reliable"]  # an empty argument keeps it
-    expected_reliable = reliable == "true" if reliable else file_value
+    expected_reliable = reliable.lower() == "true" if reliable else file_value
     assert fusion.parameters["input.reliable"] is expected_reliable
     assert all(node.namespace == namespace.strip("/") for node in resolved)
 
@@ -187,14 +192,34 @@ def test_launch_description_builds_the_same_nodes():
     description = module.generate_launch_description()
     declared = [entity for entity in description.entities if isinstance(entity, DeclareLaunchArgument)]
     assert [argument.name for argument in declared] == [argument.name for argument in LAUNCH_ARGUMENTS]
+    arguments = {"config": str(SHIPPED), "namespace": "robot1", "thermal_topic": "/boson/image_raw",
+                 "fused_topic": "fused", "method": "laplacian", "use_sim_time": "true"}
     context = LaunchContext()
     context.launch_configurations.update({argument.name: argument.default for argument in LAUNCH_ARGUMENTS})
-    context.launch_configurations["config"] = str(SHIPPED)
+    context.launch_configurations.update(arguments)
     opaque = next(entity for entity in description.entities if isinstance(entity, OpaqueFunction))
     nodes = opaque.execute(context)
-    resolved = resolve_graph({"config": str(SHIPPED)})
+    resolved = resolve_graph(arguments)
     assert [node.node_executable for node in nodes] == [entry.executable for entry in resolved]
     assert [node.node_package for node in nodes] == [entry.package for entry in resolved]
+    for node, entry in zip(nodes, resolved):
+        # What Node.execute() hands the process (--ros-args -r __node:= -r __ns:= --params-file -r ...),
+        # without starting it; _perform_substitutions is the same private step in Humble to Rolling.
+        node._perform_substitutions(context)
+        assert node.node_name == f"/robot1/{entry.name}" and node.expanded_node_namespace == "/robot1"
+        assert node.expanded_remapping_rules == list(entry.remappings)
+        (params_file, is_file), = node._Node__expanded_parameter_arguments
+        assert is_file
+        # launch_ros writes sequences as !!python/tuple, which rcl's parser reads as arrays.
+        written_file = yaml.load(Path(params_file).read_text(), Loader=yaml.FullLoader)
+        os.unlink(params_file)
+        assert list(written_file) == [node.node_name]  # keyed by the namespaced name, so it applies
+        written = written_file[node.node_name]["ros__parameters"]
+        written = {name: list(value) if isinstance(value, tuple) else value for name, value in written.items()}
+        assert written == launch_parameters(entry)
+        assert all(type(written[name]) is type(value) for name, value in launch_parameters(entry).items())
+    assert (THERMAL_IMAGE, "/boson/image_raw") in nodes[0].expanded_remapping_rules
+    assert nodes[1].expanded_remapping_rules == [("fused/image", "fused")]
 
 
 def run_cli(*args: str, timeout: float = 90.0) -> subprocess.CompletedProcess:

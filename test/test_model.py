@@ -228,6 +228,28 @@ def test_balance_loss_decreases_under_a_toy_imbalance() -> None:
     assert float(clean_logits.argmax(1).eq(0).float().mean()) < 0.9
 
 
+def test_image_statistics_respond_to_noise_and_blur() -> None:
+    import cv2
+    import numpy as np
+
+    from mex_fusion_ros.model.network import image_statistics
+
+    rng = np.random.default_rng(0)
+    # A smooth textured scene: blurred noise, so it has edges at several scales.
+    scene = cv2.GaussianBlur(rng.random((96, 128)).astype(np.float32), (0, 0), 2.0)
+    scene = (scene - scene.min()) / (scene.max() - scene.min())
+    clean = torch.from_numpy(scene)[None, None]
+    noisy = (clean + 0.2 * torch.from_numpy(rng.standard_normal((96, 128)).astype(np.float32))).clamp(0, 1)
+    blurred = torch.from_numpy(cv2.GaussianBlur(scene, (0, 0), 3.0))[None, None]
+    stats = image_statistics(torch.cat((clean, noisy, blurred)))
+    assert stats.shape == (3, 8) and torch.isfinite(stats).all()
+    assert stats[1, 0] > stats[0, 0] + 1.0  # log noise level rises by far more than e
+    assert stats[2, 5] < stats[0, 5]  # fine-to-coarse gradient ratio falls with defocus
+    # Size independence: a crop of a stationary texture gives nearly the same cues.
+    crop = image_statistics(noisy[..., :48, :64])
+    assert torch.allclose(crop[0, :3], stats[1, :3], atol=0.15)
+
+
 def test_cv_squared() -> None:
     assert float(cv_squared(torch.tensor([2.0, 2.0, 2.0]))) == pytest.approx(0.0)
     assert float(cv_squared(torch.tensor([4.0, 0.0]))) == pytest.approx(2.0)

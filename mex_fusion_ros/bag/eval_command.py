@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--thermal-topic", default=THERMAL_TOPIC)
     parser.add_argument("--rgb-topic", default=RGB_TOPIC)
     parser.add_argument("--device", default="cpu", help="device for network fusers (cpu, cuda, auto)")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default="torch",
+                        help="runtime of the network fusers (see docs/deployment.md)")
     parser.add_argument(
         "--metrics-every",
         type=int,
@@ -93,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         thermal_topic=args.thermal_topic,
         rgb_topic=args.rgb_topic,
         device=args.device,
+        backend=args.backend,
         metrics_every=args.metrics_every,
         limit=args.limit,
         write_bags=not args.no_bags,

@@ -88,6 +88,8 @@ class BagEvalSettings:
     thermal_topic: str = THERMAL_TOPIC
     rgb_topic: str = RGB_TOPIC
     device: str = "cpu"
+    #: Runtime of the network fusers: torch, onnxruntime or tensorrt (``deploy.backends``).
+    backend: str = "torch"
     #: Compute metrics on every n-th pair (1 = all, 0 = enough for about ``AUTO_SCORED_PAIRS``);
     #: fusion, timing and the output bags always cover every pair.
     metrics_every: int = 0
@@ -258,7 +260,7 @@ class _Evaluation:
             if spec in self.pipelines:
                 raise EvalSetupError(f"method {spec!r} given twice")
             try:
-                fuser = create_fuser(spec, device=settings.device, half=False)
+                fuser = create_fuser(spec, device=settings.device, half=False, backend=settings.backend)
             except (ValueError, OSError, RuntimeError, ImportError) as exc:
                 raise EvalSetupError(f"method {spec!r} cannot be set up: {exc}") from exc
             self.pipelines[spec] = pipeline(fuser)
@@ -584,6 +586,7 @@ class _Evaluation:
                 "sync_mode": settings.sync_mode,
                 "slop_s": self.synchronizer.slop,
                 "device": settings.device,
+                "backend": settings.backend,
                 "metrics_every": self.metrics_every,
                 "limit": settings.limit,
                 "node_params": {

@@ -6,7 +6,10 @@ Specs:
 - a classical baseline: ``average``, ``max``, ``laplacian``, ``gff``, ``cascade``;
 - a model configuration with its shipped weights: ``nano``, ``small``, ``paper``;
 - a configuration with a weights file: ``nano:path/to/weights.pt``;
-- a weights file alone: ``path/to/weights.pt`` (the file records its configuration).
+- a weights file alone: ``path/to/weights.pt`` (the file records its configuration);
+- an exported network (``mex-fusion export``): ``path/to/model.onnx`` (onnxruntime/tensorrt backends).
+
+Network fusers run on a ``backend`` (``torch``, ``onnxruntime``, ``tensorrt``; ``mex_fusion_ros.deploy.backends``).
 
 The network code (torch) is imported only when a model spec is used, so the baselines stay light.
 """
@@ -24,6 +27,7 @@ CLASSICAL_METHODS: tuple[str, ...] = ("average", "max", "laplacian", "gff", "cas
 MODEL_CONFIGS: tuple[str, ...] = ("nano", "small", "paper")
 
 WEIGHTS_SUFFIX = ".pt"
+ONNX_SUFFIX = ".onnx"
 
 
 def valid_specs_text() -> str:
@@ -52,11 +56,15 @@ def parse_model_spec(spec: str) -> tuple[str | None, Path | None]:
     raise ValueError(f"unknown fuser {spec!r}; valid: {valid_specs_text()}")
 
 
-def create_fuser(spec: str, *, device: str = "auto", half: bool = False) -> ImageFuser:
+def create_fuser(spec: str, *, device: str = "auto", half: bool = False, backend: str = "torch",
+                 torch_compile: bool = False, cuda_graphs: bool = False) -> ImageFuser:
     """Build the fuser named by ``spec`` (see the module docstring).
 
     ``device`` ("auto", "cpu", "cuda", "cuda:1", ...) and ``half`` (fp16 inference) apply to the
-    network only; the classical baselines run on the CPU with numpy/OpenCV and ignore them.
+    network only; the classical baselines run on the CPU with numpy/OpenCV and ignore them, as they
+    ignore ``backend`` (torch, onnxruntime, tensorrt), ``torch_compile`` and ``cuda_graphs`` (torch
+    backend, fixed input sizes); see ``mex_fusion_ros.deploy.backends.create_network_fuser``. A missing
+    runtime raises ``deploy.backends.BackendUnavailableError`` (an ``ImportError``) listing what is installed.
     Raises ``ValueError`` for an unknown spec (listing the valid ones) or a missing weights file;
     errors of loading the network (``model.weights.WeightsError``: corrupt file, no shipped weights,
     configuration mismatch) pass through unchanged.
@@ -66,15 +74,21 @@ def create_fuser(spec: str, *, device: str = "auto", half: bool = False) -> Imag
     spec = spec.strip()
     if spec in CLASSICAL_METHODS:
         return CLASSICAL_FUSERS[spec]()
-    name, path = parse_model_spec(spec)
+    if spec.endswith(ONNX_SUFFIX):
+        # "nano:model.onnx" (the node's method + weights) or "model.onnx"; the file records its configuration.
+        prefix, separator, rest = spec.partition(":")
+        name, path = None, Path(rest if separator and prefix in MODEL_CONFIGS else spec)
+    else:
+        name, path = parse_model_spec(spec)
     if path is not None and not path.is_file():
         raise ValueError(f"fuser {spec!r}: weights file {path} does not exist")
     # Lazy imports: torch and the network load only for model specs.
-    from mex_fusion_ros.model.fuser import Fuser
+    from mex_fusion_ros.deploy.backends import create_network_fuser
 
     if path is None:
         from mex_fusion_ros.model.weights import shipped_weights_path
 
         path = Path(shipped_weights_path(name))
     # With a configuration name, the file must hold that configuration (WeightsError otherwise).
-    return Fuser.from_weights(path, device=device, half=half, expected=name)
+    return create_network_fuser(path, expected=name, device=device, half=half, backend=backend,
+                                torch_compile=torch_compile, cuda_graphs=cuda_graphs)

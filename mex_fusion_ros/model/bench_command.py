@@ -26,11 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", default=["nano", "paper"], help="configurations to measure")
     parser.add_argument("--size", default="640x512", help="input WIDTHxHEIGHT of the fusion network")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--repeats", type=int, default=7, help="timed forwards per model (median reported)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed forwards first")
+    parser.add_argument("--repeats", type=int, default=5, help="timed forwards per model (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed forwards first")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     parser.add_argument("--no-yolo", action="store_true", help="skip the YOLOv8n reference")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    # Pipeline / backend / precision timings live in deploy.pipeline_bench (selected with --pipeline).
+    from mex_fusion_ros.deploy.pipeline_bench import add_pipeline_arguments
+
+    add_pipeline_arguments(parser)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -67,6 +71,10 @@ def _timer(function: Callable[[], Any], synchronize: Callable[[], None]) -> floa
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "pipeline", False):
+        from mex_fusion_ros.deploy.pipeline_bench import run_pipeline_bench
+
+        return run_pipeline_bench(args)
     import copy
 
     import torch

@@ -60,6 +60,10 @@ class ModelConfig:
     fusion_top_k: int = 2
     #: Width of the degradation estimator (task prompt) features.
     prompt_width: int = 32
+    #: Feed the estimator fixed, size-independent image statistics (robust noise level, gradient
+    #: energy at three scales, brightness) next to its learned features. Without them the learned
+    #: pooled features did not pick up noise or defocus (presence stayed at the base rate).
+    estimator_statistics: bool = False
     #: Degradation types the estimator predicts, in label order.
     degradation_types: tuple[str, ...] = DEGRADATION_TYPES
     #: Std of the gate noise floor added to softplus(noise logits) while training.
@@ -131,7 +135,7 @@ class ModelConfig:
 MODEL_CONFIGS: dict[str, ModelConfig] = {
     # Real-time: 4x4 space-to-depth, NAFNet-style conv blocks, no block at the finest level (only the
     # gated experts run there), 4 experts top-2 before the first three encoder levels.
-    "nano": ModelConfig(name="nano"),
+    "nano": ModelConfig(name="nano", estimator_statistics=True),
     # Wider and deeper nano for GPUs (still conv blocks).
     "small": ModelConfig(
         name="small",
@@ -146,6 +150,7 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
         fusion_num_experts=6,
         fusion_top_k=2,
         prompt_width=48,
+        estimator_statistics=True,
     ),
     # TG-ECNet scale (ICML 2025, Appendix A.3): Restormer blocks, dim 48, blocks [4, 6, 6, 8],
     # 11 experts top-6 before the first three encoder levels and after the last decoder level.
@@ -167,6 +172,7 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
         fusion_num_experts=11,
         fusion_top_k=6,
         prompt_width=64,
+        estimator_statistics=True,
     ),
 }
 

@@ -64,11 +64,11 @@ class LossWeights:
     degradation_presence: float = 0.2
     degradation_severity: float = 0.1
     # stage 2
-    fusion_intensity: float = 0.5
-    fusion_gradient: float = 1.0
-    fusion_ssim: float = 1.0
-    fusion_fidelity_l1: float = 0.5
-    fusion_fidelity_l2: float = 2.0
+    fusion_intensity: float = 0.02
+    fusion_gradient: float = 0.1
+    fusion_ssim: float = 0.25
+    fusion_fidelity_l1: float = 1.0
+    fusion_fidelity_l2: float = 16.0
     # both
     balance: float = 0.01
 

@@ -88,6 +88,38 @@ class ModelOutput:
     fused_luminance: torch.Tensor | None = None
 
 
+#: Number of values :func:`image_statistics` returns per image.
+NUM_IMAGE_STATISTICS = 8
+
+
+def image_statistics(image: torch.Tensor) -> torch.Tensor:
+    """Size-independent degradation cues of ``(B, C, H, W)`` images in [0, 1] -> ``(B, 8)``.
+
+    On the channel mean: log of the robust noise level (median absolute diagonal difference,
+    Donoho's MAD estimator, insensitive to edges), log mean absolute horizontal and vertical
+    differences (column stripes raise the horizontal one), log gradient energy after 2x and 4x
+    average pooling and the fine-to-coarse ratio (defocus lowers fine-scale gradients relative to
+    coarse ones), mean and standard deviation (haze, exposure). Needs H, W >= 8.
+    """
+    grey = image.float().mean(1, keepdim=True)
+    eps = 1e-4
+
+    def gradient_energy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dx = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
+        dy = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
+        return dx, dy
+
+    diagonal = grey[..., 1:, 1:] - grey[..., 1:, :-1] - grey[..., :-1, 1:] + grey[..., :-1, :-1]
+    noise = diagonal.abs().flatten(1).median(dim=1).values / (2 * 0.6745)
+    dx, dy = gradient_energy(grey)
+    dx2, dy2 = gradient_energy(F.avg_pool2d(grey, 2))
+    dx4, dy4 = gradient_energy(F.avg_pool2d(grey, 4))
+    coarse = torch.log(dx4 + dy4 + eps)
+    values = [torch.log(noise + eps), torch.log(dx + eps), torch.log(dy + eps), torch.log(dx2 + dy2 + eps),
+              coarse, torch.log(dx + dy + eps) - coarse, grey.flatten(1).mean(1), grey.flatten(1).std(1)]
+    return torch.stack(values, dim=1).to(image.dtype)
+
+
 class DegradationEstimator(nn.Module):
     """Task prompt from pooled features of both stems (TG-ECNet's degradation-aware prompt, here
     supervised with the synthesis labels).
@@ -98,24 +130,33 @@ class DegradationEstimator(nn.Module):
     are read.
     """
 
-    def __init__(self, in_channels: int, width: int, num_types: int, patch: int = 4) -> None:
+    def __init__(self, in_channels: int, width: int, num_types: int, patch: int = 4,
+                 statistics: bool = False) -> None:
         super().__init__()
+        self.statistics = statistics
+        extra = 2 * NUM_IMAGE_STATISTICS if statistics else 0
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, patch, stride=patch), nn.GELU(),
             nn.Conv2d(width, width, 3, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(width, width, 3, stride=2, padding=1), nn.GELU(),
         )
-        self.to_prompt = nn.Sequential(nn.Linear(4 * width, 2 * width), nn.GELU(),
+        self.to_prompt = nn.Sequential(nn.Linear(4 * width + extra, 2 * width), nn.GELU(),
                                        nn.Linear(2 * width, width), nn.GELU())
         self.presence = nn.Linear(width, num_types)
         self.severity = nn.Linear(width, num_types)
 
-    def forward(self, stem_ir: torch.Tensor, stem_vi: torch.Tensor) -> DegradationOutput:
-        """``stem_ir``, ``stem_vi``: ``(B, C0, H, W)`` stem features -> :class:`DegradationOutput`."""
+    def forward(self, stem_ir: torch.Tensor, stem_vi: torch.Tensor, ir: torch.Tensor | None = None,
+                vi: torch.Tensor | None = None) -> DegradationOutput:
+        """``stem_ir``, ``stem_vi``: ``(B, C0, h, w)`` stem features; ``ir`` ``(B, 1, H, W)`` and ``vi``
+        ``(B, 3, H, W)`` the (padded) input images, needed when built with ``statistics=True``."""
         batch = stem_ir.shape[0]
         features = self.features(torch.cat((stem_ir, stem_vi), dim=0)).flatten(2)
         stats = torch.cat((features.mean(-1), features.std(-1, unbiased=False)), dim=1)
         stats = torch.cat((stats[:batch], stats[batch:]), dim=1)  # (B, [IR stats, VI stats])
+        if self.statistics:
+            if ir is None or vi is None:
+                raise ValueError("this estimator uses image statistics: pass the input images")
+            stats = torch.cat((stats, image_statistics(ir), image_statistics(vi)), dim=1)
         prompt = self.to_prompt(stats)
         return DegradationOutput(self.presence(prompt), self.severity(prompt).sigmoid(), prompt)
 
@@ -144,7 +185,8 @@ class MexFusionNet(nn.Module):
         self.stem_ir = nn.Conv2d(factor**2, widths[0], 3, padding=1)
         self.stem_vi = nn.Conv2d(3 * factor**2, widths[0], 3, padding=1)
         # The estimator summarises 4x4 pixel patches whatever the stem resolution.
-        self.estimator = DegradationEstimator(widths[0], config.prompt_width, num_types, max(1, 4 // factor))
+        self.estimator = DegradationEstimator(widths[0], config.prompt_width, num_types, max(1, 4 // factor),
+                                              statistics=config.estimator_statistics)
         # Gate condition: degradation condition + a modality flag, since IR and visible images share
         # the encoder but suffer different degradations.
         condition_dim = 2 * num_types + config.prompt_width + 2
@@ -212,7 +254,7 @@ class MexFusionNet(nn.Module):
         """Encode a padded pair: ``ir (B, 1, H, W)``, ``vi (B, 3, H, W)``, H and W multiples of the stride."""
         batch = ir.shape[0]
         stem_ir, stem_vi = self.stem_ir(self.unshuffle(ir)), self.stem_vi(self.unshuffle(vi))
-        degradation = self.estimator(stem_ir, stem_vi)
+        degradation = self.estimator(stem_ir, stem_vi, ir, vi)
         modality = torch.zeros(2 * batch, 2, device=ir.device, dtype=ir.dtype)
         modality[:batch, 0] = 1.0
         modality[batch:, 1] = 1.0

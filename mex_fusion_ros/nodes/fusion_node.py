@@ -167,7 +167,9 @@ class FusionNode(Node):
         elif weights and method in CLASSICAL_METHODS:
             self.get_logger().warning(f"`weights` is ignored: method {method!r} is a classical baseline")
         try:
-            fuser = create_fuser(spec, device=str(self.params["device"]), half=bool(self.params["fp16"]))
+            fuser = create_fuser(spec, device=str(self.params["device"]), half=bool(self.params["fp16"]),
+                                 backend=str(self.params["backend"]), torch_compile=bool(self.params["compile"]),
+                                 cuda_graphs=bool(self.params["cuda_graphs"]))
         except Exception as error:
             if not _is_fuser_setup_error(error):
                 raise

@@ -71,11 +71,15 @@ class NodeDescription:
         return getattr(importlib.import_module(module), name)
 
 
+# ROS 2 tutorials and parent launch files commonly pass ``use_sim_time:=True``; launch's own
+# conditions accept both spellings, and DeclareLaunchArgument compares choices exactly.
+BOOL_CHOICES = ("true", "false", "True", "False")
+
 LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("config", "", "ROS 2 parameters file; empty = the installed config/fusion.yaml."),
     LaunchArgument("namespace", "", "Namespace of both nodes (all topics are relative and follow it)."),
     LaunchArgument("use_sim_time", "false", "Use /clock (true when replaying a bag with --clock).",
-                   ("true", "false")),
+                   BOOL_CHOICES),
     LaunchArgument("thermal_topic", THERMAL_IMAGE, "Thermal sensor_msgs/Image topic (compressed: "
                    "<topic>/compressed)."),
     LaunchArgument("rgb_topic", RGB_IMAGE, "RGB sensor_msgs/Image topic (compressed: <topic>/compressed)."),
@@ -92,9 +96,9 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("device", "", "Device of both nodes: auto, cpu, cuda, cuda:N; empty = the parameters "
                    "file's."),
     LaunchArgument("compressed", "", "Subscribe CompressedImage inputs; empty = the parameters file's.",
-                   ("", "true", "false")),
+                   ("", *BOOL_CHOICES)),
     LaunchArgument("reliable", "", "Reliable input QoS for bag replay; empty = the parameters file's.",
-                   ("", "true", "false")),
+                   ("", *BOOL_CHOICES)),
 )
 
 GRAPH: tuple[NodeDescription, ...] = (

@@ -1,0 +1,1 @@
+"""Onboard deployment: export (ONNX / TorchScript), inference backends and the pipeline benchmark."""
