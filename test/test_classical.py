@@ -206,7 +206,9 @@ def test_registry_rejects_unknown_specs_and_missing_weights(tmp_path) -> None:
     with pytest.raises(ValueError, match="does not exist"):
         create_fuser(str(tmp_path / "missing.pt"))
     with pytest.raises(ValueError, match="must end in .pt"):
-        create_fuser("nano:weights.onnx")
+        create_fuser("nano:weights.bin")
+    with pytest.raises(ValueError, match="does not exist"):
+        create_fuser("nano:missing.onnx")
     assert parse_model_spec("nano") == ("nano", None)
     assert parse_model_spec("small:w/a.pt") == ("small", Path("w/a.pt"))
     assert parse_model_spec("run/last.pt") == (None, Path("run/last.pt"))
