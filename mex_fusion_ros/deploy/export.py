@@ -391,6 +391,20 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     raise ExportError(f"ONNX file {path} was not written by `mex-fusion export` (no {METADATA_KEY!r} metadata)")
 
 
+def _prepare_export(model, size, path, half: bool):
+    """What both exporters start from: checked size, output folder, the export wrapper in the
+    requested precision and a structured example pair."""
+    height, width = check_size(model.config, size)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = ExportableFusionNet(model.float().cpu().eval()).eval()
+    dtype = torch.float16 if half else torch.float32
+    if half:
+        wrapper = wrapper.half()
+    ir, vi = structured_pair(height, width)
+    return height, width, path, wrapper, dtype, ir, vi
+
+
 def export_onnx(model: MexFusionNet, path: str | os.PathLike[str], *, size: tuple[int, int] = (256, 320),
                 half: bool = False, opset: int = DEFAULT_OPSET, dynamic: bool = True, parity: bool = True,
                 source: str | None = None) -> ExportResult:
@@ -400,14 +414,7 @@ def export_onnx(model: MexFusionNet, path: str | os.PathLike[str], *, size: tupl
     the CPU, so expect ~1e-2 rather than 1e-3. With ``parity`` the file is run with ONNX Runtime on
     both parity inputs and the report stored in the result.
     """
-    height, width = check_size(model.config, size)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = ExportableFusionNet(model.float().cpu().eval()).eval()
-    dtype = torch.float16 if half else torch.float32
-    if half:
-        wrapper = wrapper.half()
-    ir, vi = structured_pair(height, width)
+    height, width, path, wrapper, dtype, ir, vi = _prepare_export(model, size, path, half)
     started = time.perf_counter()
     with torch.no_grad():
         achieved, exporter, notes = _export_onnx(wrapper, (ir.to(dtype), vi.to(dtype)), path, opset, dynamic)
@@ -442,14 +449,7 @@ def export_torchscript(model: MexFusionNet, path: str | os.PathLike[str], *, siz
     Tracing records the shape arithmetic symbolically, so H and W stay dynamic (multiples of the
     stride); the export metadata travels as the extra file ``mex_fusion_ros.json``.
     """
-    height, width = check_size(model.config, size)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = ExportableFusionNet(model.float().cpu().eval()).eval()
-    dtype = torch.float16 if half else torch.float32
-    if half:
-        wrapper = wrapper.half()
-    ir, vi = structured_pair(height, width)
+    height, width, path, wrapper, dtype, ir, vi = _prepare_export(model, size, path, half)
     started = time.perf_counter()
     with torch.no_grad(), warnings.catch_warnings():
         # The shape checks of the network are constant for the traced shapes; that is intended.
