@@ -105,10 +105,11 @@ def test_config_command(tmp_path, capsys):
     assert capsys.readouterr().out == render_defaults_yaml()
 
 
-def test_readme_parameter_reference_is_current():
+@pytest.mark.parametrize("document", ["README.md", "docs/nodes.md"])
+def test_parameter_reference_is_current(document):
     from mex_fusion_ros.config import render_markdown_reference
 
-    readme = (source_config_dir().parent / "README.md").read_text()
-    block = readme.split("<!-- parameters:begin -->\n", 1)[1].split("<!-- parameters:end -->", 1)[0]
+    text = (source_config_dir().parent / document).read_text()
+    block = text.split("<!-- parameters:begin -->\n", 1)[1].split("<!-- parameters:end -->", 1)[0]
     assert block == render_markdown_reference(), (
-        "README parameter tables are stale: paste `mex-fusion config --markdown`")
+        f"{document} parameter tables are stale: paste `mex-fusion config --markdown`")
