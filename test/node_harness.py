@@ -18,7 +18,6 @@ import rclpy
 import yaml
 from builtin_interfaces.msg import Time as TimeMsg
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -27,6 +26,7 @@ from std_msgs.msg import Header
 from mex_fusion_ros.data.degradations import apply_preset
 from mex_fusion_ros.data.paired import find_pairs, read_pair
 from mex_fusion_ros.nodes.image_msgs import array_to_image_msg
+from mex_fusion_ros.nodes.spinning import IsolatedExecutors
 
 RELIABLE = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -42,33 +42,18 @@ def ros_context() -> Iterator[Context]:
         rclpy.try_shutdown(context=context)
 
 
-class BackgroundExecutor:
-    """A ``MultiThreadedExecutor`` spinning in a daemon thread until ``stop``."""
+class BackgroundExecutor(IsolatedExecutors):
+    """The nodes spun as ``mex-fusion run`` spins them (one executor thread each), destroyed on exit."""
 
-    def __init__(self, context: Context, nodes: list[Node], threads: int = 4) -> None:
-        self.executor = MultiThreadedExecutor(num_threads=threads, context=context)
-        self.nodes = list(nodes)
-        for node in self.nodes:
-            self.executor.add_node(node)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-
-    def _spin(self) -> None:
-        while not self._stop.is_set():
-            self.executor.spin_once(timeout_sec=0.05)
-
-    def __enter__(self) -> BackgroundExecutor:
-        self._thread.start()
-        return self
+    def __init__(self, context: Context, nodes: list[Node]) -> None:
+        super().__init__(nodes, context=context, poll_s=0.05)
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10.0)
-        for node in self.nodes:
-            self.executor.remove_node(node)
-        self.executor.shutdown()
+        super().__exit__(*exc)
         for node in self.nodes:
             node.destroy_node()
+        if self.error is not None and exc[0] is None:
+            raise AssertionError(f"a node callback raised: {self.error!r}") from self.error
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, poll: float = 0.05) -> bool:

@@ -196,10 +196,6 @@ def test_report_scores_degradation_estimates_and_plots_routing(evaluated, tmp_pa
 
 
 @pytest.mark.ros
-@pytest.mark.xfail(strict=False, reason=(
-    "KNOWN REGRESSION (issues 5/6, open): the same multi-second stalls of in-process rclpy graphs as "
-    "test_end_to_end_fused_stamps_detections_and_diagnostic_rates (fused-frame latency p99 ~2.3 s); "
-    "passed earlier on 2026-11-23, cause under investigation, not accepted."))
 def test_live_replay_through_the_fusion_node_matches_offline(evaluated, tmp_path):
     from mex_fusion_ros.bag.compare_command import compare_bags
     from mex_fusion_ros.bag.replay import live_replay

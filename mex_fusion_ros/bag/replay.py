@@ -1,6 +1,7 @@
 """Live replay evaluation: bag player -> fusion node (-> detector node) -> recorder, as a real ROS graph.
 
-Everything runs in this process on one multi-threaded executor, over DDS on loopback: the nodes
+Everything runs in this process, each node on its own executor thread (``nodes.spinning``), over
+DDS on loopback: the nodes
 are the real ``FusionNode``/``DetectorNode`` classes built from the launch arguments exactly as
 ``mex-fusion run`` builds them (``nodes.graph.resolve_graph`` + ``nodes.run_command.build_nodes``).
 The player publishes the bag's camera topics at the recorded pace; the recorder writes what the
@@ -16,7 +17,6 @@ fusion node publishes on ``/fused/image`` into a bag. Measured:
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -64,11 +64,11 @@ def live_replay(
     # Before rclpy loads: DDS discovery stays on this machine.
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
 
     from mex_fusion_ros.bag.live import BagPlayer, BagRecorder
     from mex_fusion_ros.nodes.graph import resolve_graph
     from mex_fusion_ros.nodes.run_command import build_nodes
+    from mex_fusion_ros.nodes.spinning import IsolatedExecutors
 
     arguments = dict(arguments or {})
     if arguments.get("namespace", "").strip("/"):
@@ -83,16 +83,9 @@ def live_replay(
 
     context = rclpy.Context()
     rclpy.init(context=context, args=["mex-fusion-live-replay"])
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
     nodes: list = []
     recorder = None
-    done = threading.Event()
-
-    def spin() -> None:
-        while not done.is_set() and context.ok():
-            executor.spin_once(timeout_sec=0.05)
-
-    spinner = threading.Thread(target=spin, name="live_replay_executor", daemon=True)
+    executors = None
     start = time.monotonic()
     try:
         nodes = build_nodes(resolved, context=context)
@@ -101,9 +94,7 @@ def live_replay(
         player = BagPlayer(helper, bag, topics=[THERMAL_TOPIC, RGB_TOPIC], rate=rate)
         recorder = BagRecorder(helper, recorded_bag, [FUSED_TOPIC])
         recorder.subscribe(timeout=0.0, msgtypes={FUSED_TOPIC: IMAGE_MSGTYPE})
-        for node in nodes:
-            executor.add_node(node)
-        spinner.start()
+        executors = IsolatedExecutors(nodes, context=context, poll_s=0.05).start()
         missing = player.wait_for_subscribers(discovery_timeout)
         deadline = time.monotonic() + discovery_timeout
         while helper.count_publishers(FUSED_TOPIC) == 0 and time.monotonic() < deadline:
@@ -121,13 +112,13 @@ def live_replay(
             if count != last_count:
                 last_count, quiet_since = count, time.monotonic()
             time.sleep(0.05)
+        if executors.error is not None:
+            raise executors.error
     finally:
-        done.set()
-        if spinner.is_alive():
-            spinner.join(timeout=5.0)
+        if executors is not None:
+            executors.stop()
         if recorder is not None:
             recorder.close()
-        executor.shutdown()
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown(context=context)

@@ -8,8 +8,8 @@ Both front ends do the same three things with it:
    ``ResolvedNode`` per node: package, executable, node class, name, namespace, remappings and the
    node's complete, validated parameter dict;
 3. start them: the launch file as ``launch_ros.actions.Node(executable=..., parameters=[dict],
-   remappings=...)`` processes, ``mex-fusion run`` as instances of the node classes on one
-   ``MultiThreadedExecutor``.
+   remappings=...)`` processes, ``mex-fusion run`` as instances of the node classes, each on its
+   own single-threaded executor thread (``nodes.spinning.IsolatedExecutors``).
 
 Parameters are handed over as the node's validated dict rather than the file path, so a
 namespaced node still gets them (a params file's ``fusion_node:`` key would not match

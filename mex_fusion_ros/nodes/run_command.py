@@ -2,9 +2,9 @@
 
 Both nodes are built from the same classes the ``fusion_node``/``detector_node`` executables run,
 with the parameters and remappings ``nodes.graph.resolve_graph`` derives from the parameters file
-and the arguments — the same function ``launch/fusion.launch.py`` calls — and spun on one
-``MultiThreadedExecutor`` (the fusion node's inference has its own worker thread; the detector
-runs in its subscription callback).
+and the arguments — the same function ``launch/fusion.launch.py`` calls — and each spun on its
+own single-threaded executor thread (``nodes.spinning``), as ``ros2 launch`` runs each in its own
+process: the detector's YOLO forward in its callback never slows the fusion node.
 
     mex-fusion run --config config/fusion.yaml --method laplacian --device cpu
     mex-fusion run --config config/fusion.yaml --namespace robot1 --ros-args --log-level debug
@@ -12,9 +12,9 @@ runs in its subscription callback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-import time
 from collections.abc import Mapping, Sequence
 
 from mex_fusion_ros.config import NODE_PARAMETERS, ConfigError
@@ -30,7 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help=argument.description + default_text)
     parser.add_argument("--duration", type=float, default=0.0,
                         help="stop after this many seconds (0: run until Ctrl-C)")
-    parser.add_argument("--threads", type=int, default=4, help="executor threads")
     parser.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=None,
                         help="the rest goes to rclpy.init as ROS arguments (e.g. --log-level debug)")
 
@@ -61,29 +60,16 @@ def build_nodes(resolved: Sequence[ResolvedNode], context: object | None = None)
     return nodes
 
 
-def spin_graph(nodes: Sequence, duration: float = 0.0, threads: int = 4) -> None:
-    """Spin ``nodes`` on one multi-threaded executor until shutdown, Ctrl-C or ``duration`` seconds."""
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+def spin_graph(nodes: Sequence, duration: float = 0.0) -> None:
+    """Spin each node on its own executor thread until shutdown, Ctrl-C or ``duration`` seconds."""
+    from mex_fusion_ros.nodes.spinning import IsolatedExecutors
 
-    executor = MultiThreadedExecutor(num_threads=threads)
-    for node in nodes:
-        executor.add_node(node)
-    deadline = time.monotonic() + duration if duration > 0 else None
-    try:
-        while rclpy.ok() and (deadline is None or time.monotonic() < deadline):
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        # Detach the nodes first, so no half-dispatched callback runs against a destroyed node.
-        for node in nodes:
-            executor.remove_node(node)
-        executor.shutdown()
+    # Leaving the block detaches the nodes first, so no callback runs against a destroyed node.
+    with IsolatedExecutors(nodes) as executors, contextlib.suppress(KeyboardInterrupt):
+        executors.wait(duration)
 
 
-def run_graph(arguments: Mapping[str, str], ros_args: Sequence[str] = (), duration: float = 0.0,
-              threads: int = 4) -> int:
+def run_graph(arguments: Mapping[str, str], ros_args: Sequence[str] = (), duration: float = 0.0) -> int:
     """Resolve, build and spin the graph in this process; 0 on a clean stop, 1 if it cannot start."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     try:
@@ -100,7 +86,7 @@ def run_graph(arguments: Mapping[str, str], ros_args: Sequence[str] = (), durati
     nodes: list = []
     try:
         nodes = build_nodes(resolved)
-        spin_graph(nodes, duration, threads)
+        spin_graph(nodes, duration)
     except (FusionNodeError, DetectorError, ConfigError) as error:
         print(f"mex-fusion run: {error}", file=sys.stderr)
         return 1
@@ -115,4 +101,4 @@ def run_graph(arguments: Mapping[str, str], ros_args: Sequence[str] = (), durati
 
 def run(args: argparse.Namespace) -> int:
     ros_args = ["--ros-args", *args.ros_args] if args.ros_args is not None else []
-    return run_graph(launch_arguments(args), ros_args, args.duration, args.threads)
+    return run_graph(launch_arguments(args), ros_args, args.duration)
