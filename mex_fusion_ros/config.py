@@ -181,8 +181,9 @@ DETECTOR_NODE_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("image_size", 640, "Inference image size (pixels, multiple of 32).",
                   minimum=32, maximum=4096),
     ParameterSpec("publish_annotated", True, "Publish the annotated image topic."),
-    ParameterSpec("input.reliable", False, "Reliable QoS for fused/image (every frame, e.g. bag replay); "
-                  "default best-effort sensor-data QoS (REP-2003)."),
+    ParameterSpec("input.reliable", True, "Reliable QoS for fused/image (default: a 640x512 rgb8 fused "
+                  "image is ~1 MB, and Fast DDS drops best-effort samples over its 0.5 MB shared-memory "
+                  "segment between processes, docs/deployment.md); false: best-effort sensor-data QoS."),
     ParameterSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.",
                   minimum=0.1, maximum=60.0),
 )

@@ -34,7 +34,6 @@ os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 from rclpy.context import Context  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
@@ -46,6 +45,7 @@ from mex_fusion_ros.config import FUSION_NODE_PARAMETERS  # noqa: E402
 from mex_fusion_ros.nodes.fusion_node import FusionNode  # noqa: E402
 from mex_fusion_ros.nodes.image_msgs import array_to_image_msg  # noqa: E402
 from mex_fusion_ros.nodes.params import overrides_to_parameters  # noqa: E402
+from mex_fusion_ros.nodes.spinning import IsolatedExecutors  # noqa: E402
 
 RELIABLE = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -127,17 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                           parameter_overrides=overrides_to_parameters(overrides, FUSION_NODE_PARAMETERS))
         probe = Node("bench_probe", context=context)
         probe.create_subscription(FusionStatus, "fusion/status", statuses.append, RELIABLE)
-        executor = MultiThreadedExecutor(num_threads=4, context=context)
-        executor.add_node(node)
-        executor.add_node(probe)
-        stop = threading.Event()
-
-        def spin() -> None:
-            while not stop.is_set():
-                executor.spin_once(timeout_sec=0.05)
-
-        spinner = threading.Thread(target=spin, daemon=True)
-        spinner.start()
+        executors = IsolatedExecutors([node, probe], context=context, poll_s=0.05).start()
         total = args.warmup + args.frames
         camera_args = (args.width, args.height, total, args.rate)
         if not args.camera_process:
@@ -158,9 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         while len(statuses) < total and time.monotonic() < deadline:
             time.sleep(0.05)
         _, node_values, _ = node.diagnostics_values()
-        stop.set()
-        spinner.join(timeout=5.0)
-        executor.shutdown()
+        executors.stop()
         node.destroy_node()
         probe.destroy_node()
     finally:

@@ -35,7 +35,7 @@ def share_layout(source_root: Path = SOURCE_ROOT) -> list[tuple[str, list[str]]]
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE_NAME}"]),
         (f"share/{PACKAGE_NAME}", ["package.xml"]),
         (f"share/{PACKAGE_NAME}/launch", files("launch/*.launch.py")),
-        (f"share/{PACKAGE_NAME}/config", files("config/*.yaml")),
+        (f"share/{PACKAGE_NAME}/config", files("config/*.yaml") + files("config/*.xml")),
         (f"share/{PACKAGE_NAME}/weights", files("weights/*")),
     ]
 
