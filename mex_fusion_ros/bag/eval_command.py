@@ -70,8 +70,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--labels",
         default=None,
-        metavar="JSON",
-        help="labels keyed by RGB stamp (default: the bag's scene_objects.json if present)",
+        metavar="PATH",
+        help="ground truth keyed by RGB header stamp (ns), in the RGB/fused image: a JSON file "
+        '{"frames": {"<stamp>": [["class", x0, y0, x1, y1], ...]}} (pixel corners); a directory of YOLO txt '
+        "files <stamp>.txt ('class_id cx cy w h', fractions of the image; names from classes.txt or "
+        "data.yaml there, else the ids); or a COCO JSON whose images carry stamp_ns, stamp {sec, nanosec} "
+        "or a file_name <stamp>.png. Classes match the detector's names (default: the bag's "
+        "scene_objects.json if present)",
     )
 
 

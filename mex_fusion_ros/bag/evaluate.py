@@ -40,7 +40,14 @@ from mex_fusion_ros.bag import (
     TIMELINE_SIDECAR,
     TIMELINE_TOPIC,
 )
-from mex_fusion_ros.bag.detection import LabelError, ScoredBox, count_by_class, load_labels, mean_average_precision
+from mex_fusion_ros.bag.detection import (
+    LabelError,
+    LabelSet,
+    ScoredBox,
+    count_by_class,
+    mean_average_precision,
+    read_labels,
+)
 from mex_fusion_ros.bag.make import OBJECTS_SIDECAR
 from mex_fusion_ros.bag.reader import BagError, BagReader, ImageMessage, read_json_sidecar
 from mex_fusion_ros.bag.timeline import (
@@ -101,8 +108,8 @@ class BagEvalSettings:
     #: frame and on the thermal-only and RGB-only inputs.
     detector: str | None = None
     detector_conf: float = 0.25
-    #: Labels JSON keyed by RGB stamp (``detection.load_labels``); default: the bag's
-    #: ``scene_objects.json`` when it has one.
+    #: Labels keyed by RGB stamp: a JSON file, a YOLO txt directory or a COCO JSON
+    #: (``detection.read_labels``); default: the bag's ``scene_objects.json`` when it has one.
     labels: Path | None = None
 
     def __post_init__(self) -> None:
@@ -287,6 +294,8 @@ class _Evaluation:
         self.detections: dict[str, list[ScoredBox]] = defaultdict(list)
         #: source -> [(pair stamp, counts per class)]
         self.detection_counts: dict[str, list[tuple[int, dict[str, int]]]] = defaultdict(list)
+        #: pair stamp -> (width, height) of its fused frame, to convert YOLO label fractions to pixels.
+        self.frame_sizes: dict[int, tuple[int, int]] = {}
 
     # ---------------------------------------------------------------------------------- helpers
     def _metrics(self, ir, vi, fused, clean_ir, clean_vi) -> tuple[dict, dict]:
@@ -370,6 +379,7 @@ class _Evaluation:
         # Restorations of fusers that restore go into the sample frames only.
         restored: list[tuple[str, np.ndarray]] = []
         if self.detector is not None:
+            self.frame_sizes[pair.stamp_ns] = (vi.shape[1], vi.shape[0])  # the fused frame's geometry
             self._detect("thermal only", to_uint8(ir, color=False), pair.stamp_ns)
             self._detect("RGB only", to_uint8(vi, color=True), pair.stamp_ns)
         for spec, pipeline in self.pipelines.items():
@@ -446,16 +456,24 @@ class _Evaluation:
         return counts, shown
 
     def _load_labels(self) -> None:
-        """Labels for mAP: ``settings.labels``, else the bag's ``scene_objects.json``; read before any work."""
+        """Labels for mAP: ``settings.labels``, else the bag's ``scene_objects.json``; read before any work.
+
+        Every format is read and validated here, so a malformed labels file or directory stops the
+        run before anything is fused. YOLO txt boxes stay fractions of the image until scoring:
+        each pair's boxes are converted with the size of that pair's fused frame (recorded in
+        ``process``; the RGB size unless ``output.width/height`` set one), the geometry the
+        detector saw. That size is only known once a frame is decoded, and converting per pair
+        stays right even if the RGB size changes mid-bag.
+        """
         self.labels_path: Path | None = self.settings.labels
         if self.labels_path is None:
             bag = Path(self.settings.bag)
             default = (bag if bag.is_dir() else bag.parent) / OBJECTS_SIDECAR
             self.labels_path = default if default.is_file() else None
-        self.labels = None
+        self.labels: LabelSet | None = None
         if self.detector is not None and self.labels_path is not None:
             try:
-                self.labels = load_labels(self.labels_path)
+                self.labels = read_labels(self.labels_path)
             except LabelError as exc:
                 raise EvalSetupError(str(exc)) from exc
 
@@ -474,7 +492,7 @@ class _Evaluation:
         }
         if self.labels is not None:
             # Every processed pair is a labelled frame: absent from the file means no objects in it.
-            truths = {stamp: self.labels.get(stamp, []) for stamp in stamps}
+            truths = {stamp: self.labels.boxes_at(stamp, self.frame_sizes.get(stamp)) for stamp in stamps}
             summary["labels"] = str(self.labels_path)
             summary["map"] = {
                 source: mean_average_precision(self.detections.get(source, []), truths)

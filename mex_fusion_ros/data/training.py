@@ -61,6 +61,8 @@ class DegradedCropDataset(Dataset):
 
     ``samples_per_epoch``: items per epoch; default one per pair (item ``i`` crops pair ``i``);
     when given, each item crops a random pair. ``resize``: passed to ``read_pair``.
+    ``extra_images``: clean ``(ir (h, w), vi (h, w, 3))`` float pairs in [0, 1] held in memory (e.g.
+    rendered frames of the demo scene) that are sampled like the pairs read from files.
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class DegradedCropDataset(Dataset):
         seed: int = 0,
         samples_per_epoch: int | None = None,
         resize: bool = False,
+        extra_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     ) -> None:
         if crop_size < 1:
             raise ValueError(f"crop_size must be >= 1, got {crop_size}")
@@ -100,19 +103,25 @@ class DegradedCropDataset(Dataset):
                     f"{self.crop_size}x{self.crop_size} crop"
                 )
             self._images.append((_compact(ir), _compact(vi)))
+        for number, (ir, vi) in enumerate(extra_images):
+            height, width = ir.shape[:2]
+            if height < self.crop_size or width < self.crop_size or vi.shape[:2] != ir.shape[:2]:
+                raise DatasetError(f"extra image pair {number} is {width}x{height} (visible {vi.shape[:2]}); "
+                                   f"need equal sizes of at least the {self.crop_size}x{self.crop_size} crop")
+            self._images.append((_compact(np.asarray(ir, np.float32)), _compact(np.asarray(vi, np.float32))))
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random stream of an epoch (crops, flips and degradations change per epoch)."""
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return self.samples_per_epoch if self.samples_per_epoch is not None else len(self.pairs)
+        return self.samples_per_epoch if self.samples_per_epoch is not None else len(self._images)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
-        pair_index = int(rng.integers(len(self.pairs))) if self.samples_per_epoch is not None else index
+        pair_index = int(rng.integers(len(self._images))) if self.samples_per_epoch is not None else index
         ir_full, vi_full = self._images[pair_index]
         height, width = ir_full.shape
         top = int(rng.integers(0, height - self.crop_size + 1))

@@ -59,6 +59,9 @@ class DataConfig:
     samples_per_epoch: int = 2048
     #: DataLoader worker processes (0 = load in the training process).
     workers: int = 1
+    #: Frames of the synthetic demo scene (``bag.scene``, 320x256, four seeds, day to dusk) added to
+    #: the training pairs, so the shipped network also knows the look of the built-in demo.
+    scene_frames: int = 0
 
 
 @dataclass(frozen=True)
@@ -418,6 +421,25 @@ def _unwrap(model: nn.Module) -> MexFusionNet:
     return model.module if isinstance(model, DistributedDataParallel) else model  # type: ignore[return-value]
 
 
+def scene_training_images(count: int, seeds: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``count`` clean (ir, vi) frames of the demo scene: ``seeds`` scenes, evenly from day to dusk."""
+    from mex_fusion_ros.bag.scene import DemoScene, SceneConfig
+
+    if count <= 0:
+        return []
+    per_scene = -(-count // seeds)
+    images = []
+    for seed in range(seeds):
+        # Seeds other than the demo's (0) keep the demo sequence itself out of training.
+        scene = DemoScene(SceneConfig(num_frames=max(2, per_scene), seed=1000 + seed))
+        for index in range(per_scene):
+            if len(images) == count:
+                break
+            frame = scene.render(index)
+            images.append((frame.ir, frame.vi))
+    return images
+
+
 def train(config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool = False,
           progress: bool = True, command: str = "") -> Path:
     """Run (or resume) both stages; returns the path of the final weights file in ``out_dir``."""
@@ -457,7 +479,8 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool 
         _set_rng_state(checkpoint["rng"])
 
     dataset = DegradedCropDataset(config.data.train, crop_size=config.data.crop_size, seed=config.seed,
-                                  samples_per_epoch=config.data.samples_per_epoch)
+                                  samples_per_epoch=config.data.samples_per_epoch,
+                                  extra_images=scene_training_images(config.data.scene_frames))
     train_log = CsvLog(out_dir / "train.csv", TRAIN_COLUMNS) if context.is_main else None
     val_log = CsvLog(out_dir / "val.csv", VAL_COLUMNS) if context.is_main and config.data.val else None
     if context.is_main:
@@ -554,7 +577,8 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool 
         if not metrics:
             metrics = run_validation("fusion")
         save_weights(final, _unwrap(model), {
-            "data": config.data.train, "command": command,
+            "data": config.data.train + (f" + {config.data.scene_frames} demo-scene frames"
+                                         if config.data.scene_frames else ""), "command": command,
             "steps": {s: getattr(config, s).steps for s in STAGES},
             "train_seconds": round(elapsed(), 1), "world_size": context.world_size,
             "distributed": context.enabled,
