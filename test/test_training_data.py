@@ -162,3 +162,29 @@ def test_roadscene_crops(roadscene):
     item = dataset[0]
     assert item["ir"].shape == (1, 128, 128) and item["vi"].shape == (3, 128, 128)
     assert item["clean_vi"].std() > 0.02
+
+
+def test_extra_in_memory_images_are_sampled_like_file_pairs(tmp_path):
+    from mex_fusion_ros.model.training import scene_training_images
+
+    scene = scene_training_images(6)
+    assert len(scene) == 6 and scene[0][0].shape == (256, 320) and scene[0][1].shape == (256, 320, 3)
+    # Day to dusk within each seed: the visible image darkens.
+    assert scene[0][1].mean() > scene[1][1].mean()
+    # Only the extra images: every clean crop must come from one of them.
+    dataset = DegradedCropDataset([], crop_size=64, samples_per_epoch=8, presets=["clean"], extra_images=scene)
+    for index in range(len(dataset)):
+        crop = dataset[index]["clean_ir"][0].numpy()
+        assert any(_contains(ir, crop) for ir, _ in scene), "a crop that is not from the extra images"
+    with pytest.raises(DatasetError, match="extra image pair 0"):
+        DegradedCropDataset([], crop_size=64, extra_images=[(np.zeros((32, 32)), np.zeros((32, 32, 3)))])
+
+
+def _contains(image: np.ndarray, crop: np.ndarray) -> bool:
+    """Whether ``crop`` (possibly flipped) is a window of ``image``."""
+    for candidate in (crop, crop[:, ::-1], crop[::-1], crop[::-1, ::-1]):
+        scores = cv2.matchTemplate(image.astype(np.float32), np.ascontiguousarray(candidate, np.float32),
+                                   cv2.TM_SQDIFF)
+        if scores.min() < 1e-6 * crop.size:  # matchTemplate sums in float32 (FFT): not exact
+            return True
+    return False

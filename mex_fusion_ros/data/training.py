@@ -92,7 +92,9 @@ class DegradedCropDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.samples_per_epoch = samples_per_epoch
-        self.pairs = as_pairs(root_or_pairs)
+        # In-memory images alone are a dataset too (an empty pair list is an error otherwise).
+        only_extra = bool(extra_images) and isinstance(root_or_pairs, Sequence) and not root_or_pairs
+        self.pairs = () if only_extra else as_pairs(root_or_pairs)
         self._images: list[tuple[np.ndarray, np.ndarray]] = []
         for pair in self.pairs:
             ir, vi = read_pair(pair, resize=resize)
