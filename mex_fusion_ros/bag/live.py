@@ -28,7 +28,8 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from mex_fusion_ros.bag.reader import BagError, BagReader
-from mex_fusion_ros.bag.writer import TYPESTORE, BagWriter
+from mex_fusion_ros.bag.typestore import TYPESTORE, ensure_msgtype
+from mex_fusion_ros.bag.writer import BagWriter
 
 #: Replay is for evaluation: every recorded frame should arrive (like ``ros2 bag play``'s default).
 REPLAY_QOS = QoSProfile(
@@ -66,6 +67,15 @@ def ros_message_class(msgtype: str) -> type:
         raise BagError(f"message type {msgtype} is not installed in this Python environment: {exc}") from exc
 
 
+def publisher_type_hash(node: Node, topic: str) -> str:
+    """RIHS01 type hash of the first publisher of ``topic`` on the graph ("" when none reports one)."""
+    for info in node.get_publishers_info_by_topic(topic):
+        text = str(info.topic_type_hash)
+        if text.startswith("RIHS01_"):
+            return text
+    return ""
+
+
 @dataclass
 class PlayStats:
     published: Counter = field(default_factory=Counter)
@@ -98,6 +108,7 @@ class BagPlayer:
         with BagReader(self.bag) as reader:
             available = reader.topics
             self.bag_start_ns = reader.start_time_ns
+            reader_hashes = {name: reader.type_hash(name) for name in available}
         names = list(available) if topics is None else list(topics)
         for name in names:
             if name not in available:
@@ -107,6 +118,7 @@ class BagPlayer:
             name: node.create_publisher(ros_message_class(msgtype), name, REPLAY_QOS)
             for name, msgtype in self.topics.items()
         }
+        self._warn_on_changed_types(reader_hashes)
         self._clock_pub = None
         if clock:
             from rosgraph_msgs.msg import Clock
@@ -120,6 +132,20 @@ class BagPlayer:
         }
         self.stop_event = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _warn_on_changed_types(self, bag_hashes: dict[str, str]) -> None:
+        """Warn when the installed type of a topic is not the one the bag was recorded with.
+
+        The player publishes the recorded bytes unchanged, so subscribers would misread them.
+        """
+        for name in self.publishers:
+            recorded = bag_hashes.get(name, "")
+            installed = publisher_type_hash(self.node, name)
+            if recorded.startswith("RIHS01_") and installed.startswith("RIHS01_") and recorded != installed:
+                self.node.get_logger().warning(
+                    f"{name}: the bag's {self.topics[name]} has type hash {recorded}, the installed one "
+                    f"{installed}; subscribers will misread the replayed messages"
+                )
 
     def wait_for_subscribers(self, timeout: float, topics: Iterable[str] | None = None) -> list[str]:
         """Wait until each publisher (of ``topics``) has a subscriber; returns those still without one."""
@@ -238,12 +264,20 @@ class BagRecorder:
     def subscribe(self, timeout: float = 5.0, msgtypes: dict[str, str] | None = None) -> dict[str, str]:
         """Create one raw subscription per topic; returns topic -> type."""
         types = self.discover_types(timeout, msgtypes)
+        classes = {}
+        for topic, msgtype in types.items():  # every type checked before the first subscription
+            try:
+                # The bag stores the definition and hash of the typestore's type, so it must be known
+                # there: custom types come from their installed definitions.
+                ensure_msgtype(msgtype)
+                classes[topic] = ros_message_class(msgtype)
+            except BagError as exc:
+                raise BagError(f"cannot record {topic}: {exc}") from exc
+            self._warn_on_changed_type(topic, msgtype)
         for topic, msgtype in types.items():
-            if msgtype not in TYPESTORE.types:
-                raise BagError(f"cannot record {topic}: type {msgtype} is unknown to the rosbags typestore")
             self._subscriptions.append(
                 self.node.create_subscription(
-                    ros_message_class(msgtype),
+                    classes[topic],
                     topic,
                     lambda data, t=topic, m=msgtype: self._on_message(t, m, data),
                     REPLAY_QOS,
@@ -253,6 +287,16 @@ class BagRecorder:
         self.writer.open()
         self._opened = True
         return types
+
+    def _warn_on_changed_type(self, topic: str, msgtype: str) -> None:
+        """Warn when a publisher's type hash differs from the definition that will be stored."""
+        published = publisher_type_hash(self.node, topic)
+        stored = TYPESTORE.hash_rihs01(msgtype)
+        if published and published != stored:
+            self.node.get_logger().warning(
+                f"{topic}: the publisher's {msgtype} has type hash {published}, the definition stored in the "
+                f"bag has {stored}; the recorded bytes may not match the stored definition"
+            )
 
     def _on_message(self, topic: str, msgtype: str, data: bytes) -> None:
         arrived = time.monotonic()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import struct
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,18 +21,15 @@ from pathlib import Path
 import numpy as np
 from rosbags.rosbag2 import Reader
 from rosbags.rosbag2.errors import ReaderError
+from rosbags.serde import SerdeError
 
 from mex_fusion_ros.bag import COMPRESSED_IMAGE_MSGTYPE, IMAGE_MSGTYPE, STRING_MSGTYPE
 from mex_fusion_ros.bag.mcap_salvage import McapSalvageError, McapSalvager
-from mex_fusion_ros.bag.writer import TYPESTORE
+from mex_fusion_ros.bag.typestore import TYPESTORE, BagError, ensure_msgtype, register_definition
 from mex_fusion_ros.codec.image_codec import ImageCodecError, decode_compressed, decode_image, to_rgb
 
 LOG = logging.getLogger(__name__)
 IMAGE_TYPES = (IMAGE_MSGTYPE, COMPRESSED_IMAGE_MSGTYPE)
-
-
-class BagError(ValueError):
-    """A bag or one of its topics cannot be read; the message names the bag and the reason."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +58,16 @@ class StringMessage:
     topic: str
     log_time_ns: int
     data: str
+
+
+@dataclass(frozen=True)
+class BagMessage:
+    """One message of any type, deserialised with the typestore (``rosbags`` message dataclass)."""
+
+    topic: str
+    msgtype: str
+    log_time_ns: int
+    msg: object
 
 
 def _stamp_ns(header) -> int:
@@ -295,6 +303,65 @@ class BagReader:
             raise BagError(f"topic {topic} in {self.path} holds {summary.msgtype}, expected {STRING_MSGTYPE}")
         for _, _, log_time, raw in self._raw_messages([topic]):
             yield StringMessage(topic, int(log_time), TYPESTORE.deserialize_cdr(raw, STRING_MSGTYPE).data)
+
+    def type_hash(self, topic: str) -> str:
+        """The RIHS01 type hash the bag stores for ``topic`` ("" when it stores none, e.g. Humble bags)."""
+        if self._reader is None:
+            return ""
+        return next((c.digest for c in self._reader.connections if c.topic == topic and c.digest), "")
+
+    def _ensure_types(self, topics: list[str]) -> None:
+        """Make the types of ``topics`` known to the typestore, preferring the bag's stored definitions.
+
+        A stored RIHS01 hash that differs from the registered type's is a ``BagError``: deserialising
+        with that definition would misread the bytes.
+        """
+        if self._reader is None:  # salvaged MCAP: no stored definitions read, use the installed ones
+            for topic in topics:
+                ensure_msgtype(self._salvage_topics[topic].msgtype)
+            return
+        for connection in self._reader.connections:
+            if connection.topic not in topics:
+                continue
+            msgtype = connection.msgtype
+            if not register_definition(msgtype, connection.msgdef, origin=str(self.path)):
+                ensure_msgtype(msgtype)
+            if connection.digest.startswith("RIHS01_"):
+                registered = TYPESTORE.hash_rihs01(msgtype)
+                if registered != connection.digest:
+                    raise BagError(
+                        f"topic {connection.topic} in {self.path} holds {msgtype} with type hash "
+                        f"{connection.digest}, but the registered {msgtype} has {registered}: "
+                        "its definition changed since the bag was recorded"
+                    )
+
+    def iter_messages(self, topics: Iterable[str]) -> Iterator[BagMessage]:
+        """Messages of ``topics`` of any type, deserialised, in storage order.
+
+        Types outside the Kilted typestore (``mex_fusion_msgs``, a robot's own packages) are
+        registered from the definition stored in the bag, else from the installed one. A message
+        that does not deserialise is counted in ``problems`` and skipped.
+        """
+        names = list(dict.fromkeys(topics))
+        available = self.topics
+        for topic in names:
+            if topic not in available:
+                raise BagError(
+                    f"topic {topic} not in bag {self.path}; it has: {', '.join(sorted(available)) or 'none'}"
+                )
+        self._ensure_types(names)
+        for topic, msgtype, log_time, raw in self._raw_messages(names):
+            try:
+                msg = TYPESTORE.deserialize_cdr(raw, msgtype)
+            except (SerdeError, ValueError, TypeError, IndexError, AssertionError, struct.error) as exc:
+                key = f"undecodable message on {topic}"
+                self.problems[key] += 1
+                if self.problems[key] == 1:
+                    LOG.warning(
+                        "%s: skipping undecodable %s on %s at %d ns: %s", self.path, msgtype, topic, log_time, exc
+                    )
+                continue
+            yield BagMessage(topic, msgtype, int(log_time), msg)
 
     def iter_raw(self, topics: Iterable[str] | None = None) -> Iterator[tuple[str, str, int, bytes]]:
         """``(topic, msgtype, log_time_ns, cdr)`` of every message (of ``topics``), in log-time order."""

@@ -24,13 +24,11 @@ from rosbags.interfaces import (
 )
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.errors import WriterError
-from rosbags.typesys import Stores, get_typestore
 
 from mex_fusion_ros.bag import IMAGE_MSGTYPE, STRING_MSGTYPE
+from mex_fusion_ros.bag.typestore import TYPESTORE, BagError, ensure_msgtype
 from mex_fusion_ros.codec.image_codec import encode_image
 
-#: ROS 2 Kilted message definitions (the distribution the project's rclpy wheels come from).
-TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 STORAGE_PLUGINS = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 _INFINITE = QosTime(sec=0x7FFFFFFF, nsec=0xFFFFFFFF)
 #: Offered QoS stored with each topic: reliable, like a camera driver meant to be recorded.
@@ -109,15 +107,16 @@ class BagWriter:
                 raise BagWriteError(f"topic {topic} already holds {existing.msgtype}, cannot write {msgtype}")
             return existing
         try:
-            if msgtype in TYPESTORE.types:
-                conn = self._writer.add_connection(
-                    topic, msgtype, typestore=TYPESTORE, offered_qos_profiles=[RELIABLE_QOS]
-                )
-            else:
-                raise BagWriteError(
-                    f"message type {msgtype} is not known to the ROS 2 Kilted typestore; "
-                    "use write_raw with its definition"
-                )
+            # Custom types (mex_fusion_msgs, a robot's own packages) from their installed definitions.
+            ensure_msgtype(msgtype)
+        except BagError as exc:
+            raise BagWriteError(
+                f"cannot add topic {topic} to {self.path}: {exc}; or use add_raw_connection with its definition"
+            ) from exc
+        try:
+            conn = self._writer.add_connection(
+                topic, msgtype, typestore=TYPESTORE, offered_qos_profiles=[RELIABLE_QOS]
+            )
         except WriterError as exc:
             raise BagWriteError(f"cannot add topic {topic} ({msgtype}) to {self.path}: {exc}") from exc
         self._connections[topic] = conn
