@@ -16,6 +16,7 @@ rclpy in ``bag/``; everything else here stays ROS-free.
 from __future__ import annotations
 
 import importlib
+import queue
 import struct
 import threading
 import time
@@ -225,7 +226,9 @@ class BagRecorder:
     """Writes the serialised messages of ``topics`` received on ``node`` into a new bag at ``out``.
 
     Call ``subscribe()`` (discovers each topic's type on the graph), spin the node, then ``close()``.
-    Receive times come from the node's clock, so ``use_sim_time`` records bag time.
+    Receive times come from the node's clock, so ``use_sim_time`` records bag time. One writer
+    thread owns the bag from open to close: the sqlite3 storage refuses use from any other thread
+    than the one that opened it, and the node may be spun in any thread.
     """
 
     def __init__(self, node: Node, out: str | Path, topics: Iterable[str], *, storage: str = "mcap") -> None:
@@ -239,8 +242,10 @@ class BagRecorder:
         self.received_at: dict[str, dict[int, float]] = {}
         self._lock = threading.Lock()
         self._subscriptions = []
-        self._opened = False
         self._closed = False
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer_thread: threading.Thread | None = None
+        self._writer_error: BaseException | None = None
 
     def discover_types(self, timeout: float, msgtypes: dict[str, str] | None = None) -> dict[str, str]:
         """Each topic's type from the graph (or ``msgtypes``), waiting up to ``timeout`` for publishers."""
@@ -284,9 +289,30 @@ class BagRecorder:
                     raw=True,
                 )
             )
-        self.writer.open()
-        self._opened = True
+        opened = threading.Event()
+        self._writer_thread = threading.Thread(target=self._write_loop, args=(opened,), daemon=True,
+                                               name="bag_recorder_writer")
+        self._writer_thread.start()
+        opened.wait()
+        if self._writer_error is not None:
+            raise self._writer_error
         return types
+
+    def _write_loop(self, opened: threading.Event) -> None:
+        try:
+            self.writer.open()
+        except BaseException as error:  # noqa: BLE001 - handed to subscribe()'s caller
+            self._writer_error = error
+            opened.set()
+            return
+        opened.set()
+        try:
+            while (item := self._queue.get()) is not None:
+                self.writer.write_raw(*item)
+        except BaseException as error:  # noqa: BLE001 - handed to close()'s caller
+            self._writer_error = error
+        finally:
+            self.writer.close()
 
     def _warn_on_changed_type(self, topic: str, msgtype: str) -> None:
         """Warn when a publisher's type hash differs from the definition that will be stored."""
@@ -304,7 +330,7 @@ class BagRecorder:
         with self._lock:
             if self._closed:
                 return
-            self.writer.write_raw(topic, msgtype, stamp, data)
+            self._queue.put((topic, msgtype, stamp, bytes(data)))
             self.counts[topic] += 1
             if msgtype in STAMPED_TYPES:
                 self.received_at.setdefault(topic, {})[stamp_from_cdr(data)] = arrived
@@ -316,5 +342,8 @@ class BagRecorder:
             self._closed = True
             for subscription in self._subscriptions:
                 self.node.destroy_subscription(subscription)
-            if self._opened:
-                self.writer.close()
+        if self._writer_thread is not None:
+            self._queue.put(None)
+            self._writer_thread.join()
+            if self._writer_error is not None:
+                raise BagError(f"writing {self.writer.path} failed: {self._writer_error}") from self._writer_error
