@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mex_fusion_ros.model import ConfigError, MexFusionNet, create_model, get_config, list_models
 from mex_fusion_ros.model.bench_command import count_macs, parse_size
@@ -260,3 +262,14 @@ def test_bench_size_parser() -> None:
     assert parse_size("640x512") == (640, 512)
     with pytest.raises(ValueError, match="'640'"):
         parse_size("640")
+
+
+@given(rows=st.integers(1, 3), count=st.integers(1, 2000), seed=st.integers(0, 2**16))
+@settings(max_examples=40, deadline=None)
+def test_fast_median_equals_torch_median(rows, count, seed):
+    from mex_fusion_ros.model.network import lower_median
+
+    values = torch.rand(rows, count, generator=torch.Generator().manual_seed(seed))
+    values[:, ::3] = values[:, :1].clone()  # ties, as in flat image regions
+    assert torch.equal(lower_median(values), values.median(dim=1).values)
+    assert torch.equal(lower_median(values.t().contiguous().t()), values.median(dim=1).values)  # strided

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -92,6 +93,21 @@ class ModelOutput:
 NUM_IMAGE_STATISTICS = 8
 
 
+def lower_median(values: torch.Tensor) -> torch.Tensor:
+    """Row medians of ``(B, N)`` -> ``(B,)``, the lower middle value for even N (``torch.median``'s).
+
+    On the CPU, outside tracing/export and autograd, NumPy's introselect gives the identical value
+    about 15x faster than ``torch.median`` (4.0 vs 0.25 ms for the 326 k values of a 640x512 image
+    on one thread; four calls per forward were about 15 % of ``nano``'s CPU time).
+    """
+    exportable = torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+    if exportable or values.device.type != "cpu" or values.requires_grad or values.dtype != torch.float32:
+        return values.median(dim=1).values
+    middle = (values.shape[1] - 1) // 2
+    array = np.partition(values.detach().numpy(), middle, axis=1)[:, middle]
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
 def image_statistics(image: torch.Tensor) -> torch.Tensor:
     """Size-independent degradation cues of ``(B, C, H, W)`` images in [0, 1] -> ``(B, 8)``.
 
@@ -110,7 +126,7 @@ def image_statistics(image: torch.Tensor) -> torch.Tensor:
         return dx, dy
 
     diagonal = grey[..., 1:, 1:] - grey[..., 1:, :-1] - grey[..., :-1, 1:] + grey[..., :-1, :-1]
-    noise = diagonal.abs().flatten(1).median(dim=1).values / (2 * 0.6745)
+    noise = lower_median(diagonal.abs().flatten(1)) / (2 * 0.6745)
     dx, dy = gradient_energy(grey)
     dx2, dy2 = gradient_energy(F.avg_pool2d(grey, 2))
     dx4, dy4 = gradient_energy(F.avg_pool2d(grey, 4))
