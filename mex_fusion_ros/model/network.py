@@ -100,7 +100,8 @@ def lower_median(values: torch.Tensor) -> torch.Tensor:
     about 15x faster than ``torch.median`` (4.0 vs 0.25 ms for the 326 k values of a 640x512 image
     on one thread; four calls per forward were about 15 % of ``nano``'s CPU time).
     """
-    exportable = torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+    exportable = (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+                  or torch.compiler.is_compiling() or torch.compiler.is_exporting())
     if exportable or values.device.type != "cpu" or values.requires_grad or values.dtype != torch.float32:
         return values.median(dim=1).values
     middle = (values.shape[1] - 1) // 2
