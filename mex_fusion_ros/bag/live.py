@@ -29,7 +29,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from mex_fusion_ros.bag.reader import BagError, BagReader
-from mex_fusion_ros.bag.typestore import TYPESTORE, ensure_msgtype
+from mex_fusion_ros.bag.typestore import TYPESTORE, ensure_msgtype, split_msgtype
 from mex_fusion_ros.bag.writer import BagWriter
 
 #: Replay is for evaluation: every recorded frame should arrive (like ``ros2 bag play``'s default).
@@ -59,11 +59,9 @@ def stamp_from_cdr(cdr: bytes) -> int:
 
 def ros_message_class(msgtype: str) -> type:
     """``"sensor_msgs/msg/Image"`` -> the rclpy message class; ``BagError`` when it is not installed."""
-    parts = msgtype.split("/")
-    if len(parts) != 3 or parts[1] != "msg":
-        raise BagError(f"message type {msgtype!r} is not of the form package/msg/Name")
+    package, name = split_msgtype(msgtype)
     try:
-        return getattr(importlib.import_module(f"{parts[0]}.msg"), parts[2])
+        return getattr(importlib.import_module(f"{package}.msg"), name)
     except (ImportError, AttributeError) as exc:
         raise BagError(f"message type {msgtype} is not installed in this Python environment: {exc}") from exc
 
