@@ -187,15 +187,27 @@ class BagReader:
             return {}
         return dict(self._reader.storage.metadata.custom or {})
 
+    def _require_topics(self, names: Iterable[str]) -> None:
+        """``BagError`` naming the first of ``names`` the bag does not hold, and the topics it does."""
+        available = self.topics
+        for topic in names:
+            if topic not in available:
+                raise BagError(
+                    f"topic {topic} not in bag {self.path}; it has: {', '.join(sorted(available)) or 'none'}"
+                )
+
+    def _skip_undecodable(self, topic: str, msgtype: str, log_time: int, exc: Exception) -> None:
+        """Count a message that does not decode; warn on the first of each topic."""
+        key = f"undecodable message on {topic}"
+        self.problems[key] += 1
+        if self.problems[key] == 1:
+            LOG.warning("%s: skipping undecodable %s on %s at %d ns: %s", self.path, msgtype, topic, log_time, exc)
+
     def check_topic(self, topic: str, allowed_types: Iterable[str] = IMAGE_TYPES) -> TopicSummary:
         """The topic's summary, or ``BagError`` if it is missing, of another type or empty."""
         allowed = tuple(allowed_types)
-        topics = self.topics
-        if topic not in topics:
-            raise BagError(
-                f"topic {topic} not in bag {self.path}; it has: {', '.join(sorted(topics)) or 'none'}"
-            )
-        summary = topics[topic]
+        self._require_topics([topic])
+        summary = self.topics[topic]
         if summary.msgtype not in allowed:
             raise BagError(
                 f"topic {topic} in {self.path} holds {summary.msgtype}, expected {' or '.join(allowed)}"
@@ -268,15 +280,7 @@ class BagReader:
                         "rgb8" if image.ndim == 3 else ("mono16" if image.dtype == np.uint16 else "mono8")
                     )
             except (ImageCodecError, ValueError, TypeError, IndexError, AssertionError) as exc:
-                self.problems[f"undecodable message on {topic}"] += 1
-                if self.problems[f"undecodable message on {topic}"] == 1:
-                    LOG.warning(
-                        "%s: skipping undecodable message on %s at %d ns: %s",
-                        self.path,
-                        topic,
-                        log_time,
-                        exc,
-                    )
+                self._skip_undecodable(topic, types[topic], log_time, exc)
                 continue
             stamp = _stamp_ns(msg.header)
             previous = last_stamp.get(topic)
@@ -343,23 +347,13 @@ class BagReader:
         that does not deserialise is counted in ``problems`` and skipped.
         """
         names = list(dict.fromkeys(topics))
-        available = self.topics
-        for topic in names:
-            if topic not in available:
-                raise BagError(
-                    f"topic {topic} not in bag {self.path}; it has: {', '.join(sorted(available)) or 'none'}"
-                )
+        self._require_topics(names)
         self._ensure_types(names)
         for topic, msgtype, log_time, raw in self._raw_messages(names):
             try:
                 msg = TYPESTORE.deserialize_cdr(raw, msgtype)
             except (SerdeError, ValueError, TypeError, IndexError, AssertionError, struct.error) as exc:
-                key = f"undecodable message on {topic}"
-                self.problems[key] += 1
-                if self.problems[key] == 1:
-                    LOG.warning(
-                        "%s: skipping undecodable %s on %s at %d ns: %s", self.path, msgtype, topic, log_time, exc
-                    )
+                self._skip_undecodable(topic, msgtype, log_time, exc)
                 continue
             yield BagMessage(topic, msgtype, int(log_time), msg)
 
