@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         sub = argparse.ArgumentParser(prog=f"mex-fusion {argv[0]}", description=COMMANDS[argv[0]][1])
         module.add_arguments(sub)
         args = sub.parse_args(argv[1:])
+        if not getattr(args, "default_allocator", False):
+            # Every command runs networks frame after frame; see deploy/allocator.py for why.
+            from mex_fusion_ros.deploy.allocator import retain_freed_memory
+
+            retain_freed_memory()
         return int(module.run(args) or 0)
     args = parser.parse_args(argv)
     if args.command is None:

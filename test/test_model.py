@@ -258,10 +258,42 @@ def test_cv_squared() -> None:
     assert float(cv_squared(torch.tensor([5.0]))) == 0.0
 
 
+@given(channels=st.integers(1, 9), height=st.integers(2, 7), width=st.integers(2, 7), seed=st.integers(0, 2**16))
+@settings(max_examples=30, deadline=None)
+def test_layer_norm_channels_last_matches_the_plain_layout(channels, height, width, seed) -> None:
+    from mex_fusion_ros.model.layers import LayerNorm2d
+
+    generator = torch.Generator().manual_seed(seed)
+    norm = LayerNorm2d(channels)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(channels, generator=generator))
+        norm.bias.copy_(torch.randn(channels, generator=generator))
+    x = torch.randn(2, channels, height, width, generator=generator) * 5 + 3
+    expected = norm(x)
+    fast = norm(x.contiguous(memory_format=torch.channels_last))
+    if channels > 1:  # one channel is contiguous in both layouts: the same path
+        assert not fast.is_contiguous() and fast.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_bench_size_parser() -> None:
     assert parse_size("640x512") == (640, 512)
     with pytest.raises(ValueError, match="'640'"):
         parse_size("640")
+
+
+def test_bench_table_reports_every_model_and_the_allocator(capsys) -> None:
+    import json
+
+    from mex_fusion_ros.cli import main
+
+    assert main(["bench", "--models", "nano", "--size", "64x48", "--repeats", "2", "--warmup", "0",
+                 "--threads", "1", "--no-yolo", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["allocator"] == "freed memory retained"
+    row = report["models"]["nano"]
+    assert row["input"] == "64x48" and row["params"] > 0 and row["macs"] > 0 and row["median_ms"] > 0
+    assert row["ratio_to_yolov8n"] is None  # --no-yolo: nothing to compare with
 
 
 @given(rows=st.integers(1, 3), count=st.integers(1, 2000), seed=st.integers(0, 2**16))

@@ -127,11 +127,26 @@ def test_fusion_losses_prefer_a_good_fusion() -> None:
     luminance = 0.299 * vi[:, :1] + 0.587 * vi[:, 1:2] + 0.114 * vi[:, 2:]
     good = fusion_losses(0.5 * (ir + luminance), ir, vi)
     bad = fusion_losses(torch.rand(2, 1, 24, 24), ir, vi)
-    for key in ("ssim", "fidelity_l1", "fidelity_l2"):
+    for key in ("ssim", "fidelity_l1", "fidelity_l2", "correlation"):
         assert good[key] < bad[key]
     assert float(ssim(ir, ir)) == pytest.approx(1.0, abs=1e-5)
     flat = torch.full((1, 1, 8, 8), 0.3)
     assert float(sobel_magnitude(flat).abs().max()) == 0.0
+
+
+def test_image_correlation_is_the_evaluations_cc() -> None:
+    import numpy as np
+
+    from mex_fusion_ros.model.losses import image_correlation
+
+    torch.manual_seed(1)
+    x, y = torch.rand(3, 1, 16, 20), torch.rand(3, 1, 16, 20)
+    y[1] = 0.7 * x[1] + 0.1 * y[1]  # strongly correlated pair
+    expected = [np.corrcoef(a.flatten().double().numpy(), b.flatten().double().numpy())[0, 1] for a, b in zip(x, y)]
+    assert image_correlation(x, y).tolist() == pytest.approx(expected, abs=1e-5)
+    # Brightness and contrast changes do not matter; a flat image gives 0, not NaN.
+    assert image_correlation(3 * x + 1, x).tolist() == pytest.approx([1.0] * 3, abs=1e-5)
+    assert image_correlation(torch.full((1, 1, 8, 8), 0.4), x[:1, :, :8, :8]).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_two_step_training_run_and_resume(tmp_path: Path) -> None:
@@ -159,6 +174,28 @@ def test_two_step_training_run_and_resume(tmp_path: Path) -> None:
     steps = [int(r["step"]) for r in _rows(out / "train.csv")]
     assert steps == [1, 2, 3, 4, 5, 6]
     assert main(["train", "--config", str(longer), "--out", str(tmp_path / "fresh"), "--resume"]) == 2
+
+
+def test_from_stage1_trains_only_the_fusion_stage(tmp_path: Path) -> None:
+    config = _tiny_config(tmp_path, steps=2)
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "full"), "--no-progress"]) == 0
+    stage1_file = tmp_path / "full" / "stage1.pt"
+    out = tmp_path / "retuned"
+    assert main(["train", "--config", str(config), "--out", str(out), "--from-stage1", str(stage1_file),
+                 "--no-progress"]) == 0
+    rows = _rows(out / "train.csv")
+    assert [(r["step"], r["stage"]) for r in rows] == [("3", "fusion"), ("4", "fusion")]
+    stage1, _ = load_weights(stage1_file)
+    model, metadata = load_weights(out / "mex_nano.pt", expected="nano")
+    for name, tensor in stage1.state_dict().items():
+        if not name.startswith(("fusion", "alpha", "beta")):
+            assert torch.equal(tensor, model.state_dict()[name]), name
+    assert metadata["from_stage1"] == str(stage1_file)
+    # A finished network is not a stage-1 file, and --from-stage1 does not mix with --resume.
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "wrong"), "--from-stage1",
+                 str(tmp_path / "full" / "mex_nano.pt"), "--no-progress"]) == 2
+    assert main(["train", "--config", str(config), "--out", str(out), "--resume", "--from-stage1",
+                 str(stage1_file), "--no-progress"]) == 2
 
 
 def _free_port() -> int:

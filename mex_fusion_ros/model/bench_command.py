@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     parser.add_argument("--no-yolo", action="store_true", help="skip the YOLOv8n reference")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc malloc as it is (by default freed memory is retained for reuse, "
+                             "as in the nodes; see mex_fusion_ros/deploy/allocator.py)")
     # Pipeline / backend / precision timings live in deploy.pipeline_bench (selected with --pipeline).
     from mex_fusion_ros.deploy.pipeline_bench import add_pipeline_arguments
 
@@ -79,10 +82,14 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from mex_fusion_ros.deploy.allocator import retain_freed_memory
     from mex_fusion_ros.model import create_model
     from mex_fusion_ros.model.config import ConfigError
     from mex_fusion_ros.model.fuser import select_device
 
+    # Before any tensor exists, so both the networks and YOLOv8n run with it (or both without).
+    allocator = "default" if getattr(args, "default_allocator", False) else (
+        "freed memory retained" if retain_freed_memory() else "default (not glibc)")
     try:
         width, height = parse_size(args.size)
         device = select_device(args.device)
@@ -137,11 +144,12 @@ def run(args: argparse.Namespace) -> int:
     for row in rows.values():
         row["ratio_to_yolov8n"] = row["median_ms"] / reference if reference else None
     report = {"device": str(device), "threads": torch.get_num_threads(), "repeats": args.repeats,
-              "models": rows}
+              "allocator": allocator, "models": rows}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"device {device}, {torch.get_num_threads()} threads, median of {args.repeats} forwards")
+    print(f"device {device}, {torch.get_num_threads()} threads, median of {args.repeats} forwards, "
+          f"allocator: {allocator}")
     print(f"{'model':<10} {'input':>9} {'params (M)':>11} {'GMACs':>8} {'median ms':>10} {'x YOLOv8n':>10}")
     for name, row in rows.items():
         ratio = f"{row['ratio_to_yolov8n']:.2f}" if row["ratio_to_yolov8n"] is not None else "-"

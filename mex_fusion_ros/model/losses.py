@@ -69,6 +69,10 @@ class LossWeights:
     fusion_ssim: float = 0.25
     fusion_fidelity_l1: float = 1.0
     fusion_fidelity_l2: float = 16.0
+    #: 1 - mean Pearson correlation of the fused luminance with each clean source (per image): the
+    #: evaluation's CC. Unlike the L2 fidelity, it ignores brightness and contrast offsets, so it
+    #: rewards keeping both sources' structure rather than their mean grey level.
+    fusion_correlation: float = 0.0
     # both
     balance: float = 0.01
 
@@ -89,6 +93,13 @@ def restoration_losses(restored_ir: torch.Tensor, restored_vi: torch.Tensor, cle
     return {"l1": l1, "gradient": gradient}
 
 
+def image_correlation(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation per image of ``(B, C, H, W)`` tensors -> ``(B,)`` (0 for a flat image)."""
+    x = x.flatten(1) - x.flatten(1).mean(1, keepdim=True)
+    y = y.flatten(1) - y.flatten(1).mean(1, keepdim=True)
+    return (x * y).sum(1) / torch.sqrt((x * x).sum(1) * (y * y).sum(1) + eps)
+
+
 def fusion_losses(fused_luminance: torch.Tensor, clean_ir: torch.Tensor, clean_vi: torch.Tensor
                   ) -> dict[str, torch.Tensor]:
     """Stage-2 terms for the fused luminance ``(B, 1, H, W)`` against the clean IR ``(B, 1, H, W)``
@@ -100,5 +111,7 @@ def fusion_losses(fused_luminance: torch.Tensor, clean_ir: torch.Tensor, clean_v
     structure = 1.0 - 0.5 * (ssim(fused_luminance, clean_ir) + ssim(fused_luminance, luminance))
     fidelity_l1 = 0.5 * (F.l1_loss(fused_luminance, clean_ir) + F.l1_loss(fused_luminance, luminance))
     fidelity_l2 = 0.5 * (F.mse_loss(fused_luminance, clean_ir) + F.mse_loss(fused_luminance, luminance))
+    correlation = 1.0 - 0.5 * (image_correlation(fused_luminance, clean_ir)
+                               + image_correlation(fused_luminance, luminance)).mean()
     return {"intensity": intensity, "gradient": gradient, "ssim": structure, "fidelity_l1": fidelity_l1,
-            "fidelity_l2": fidelity_l2}
+            "fidelity_l2": fidelity_l2, "correlation": correlation}

@@ -144,12 +144,12 @@ class SparseMoE(nn.Module):
             scale = weights[rows, slots].view(-1, 1, 1, 1)
             if rows.numel() == batch:
                 # Every image chose it (rows come out sorted, one slot per image): skip the gather.
-                mixed = mixed + expert(x) * scale
+                mixed = torch.addcmul(mixed, expert(x), scale)
             elif rows.numel() == 1:
                 # One image (the usual case: IR and visible share the encoder as a batch of two):
                 # a slice is a view in either layout, so no gather copy and no scatter-add.
                 row = int(rows[0])
-                mixed[row:row + 1] += expert(x[row:row + 1]) * scale
+                mixed[row:row + 1].addcmul_(expert(x[row:row + 1]), scale)
             else:
                 subset = x.index_select(0, rows).contiguous(memory_format=layout)
                 mixed = mixed.index_add(0, rows, expert(subset) * scale)

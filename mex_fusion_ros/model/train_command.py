@@ -15,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="run folder for logs, checkpoints and weights (default: runs/<config name>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    parser.add_argument("--from-stage1", type=Path, default=None, metavar="STAGE1_PT",
+                        help="start from the stage1.pt of an earlier run and train only stage 2 (fusion)")
     parser.add_argument("--device", default=None, help="device override (auto, cpu, cuda, cuda:N)")
     parser.add_argument("--threads", type=int, default=None, help="override the config's torch threads")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -24,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from mex_fusion_ros.model.training import train
+    from mex_fusion_ros.model.weights import WeightsError
 
     try:
         config = load_train_config(args.config)
@@ -39,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path("runs") / args.config.stem
     command = "mex-fusion train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     try:
-        final = train(config, out, resume=args.resume, progress=not args.no_progress, command=command)
-    except (FileExistsError, FileNotFoundError) as error:
+        final = train(config, out, resume=args.resume, progress=not args.no_progress, command=command,
+                      from_stage1=args.from_stage1)
+    except (FileExistsError, FileNotFoundError, ValueError, WeightsError) as error:
         print(f"mex-fusion train: {error}", file=sys.stderr)
         return 2
     print(f"weights written to {final}")

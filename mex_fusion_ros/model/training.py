@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from mex_fusion_ros.model import create_model
 from mex_fusion_ros.model.losses import LossWeights, degradation_loss, fusion_losses, restoration_losses
 from mex_fusion_ros.model.network import MexFusionNet, ModelOutput
-from mex_fusion_ros.model.weights import save_weights, weights_file_name
+from mex_fusion_ros.model.weights import load_weights, save_weights, weights_file_name
 
 STAGES = ("restoration", "fusion")
 
@@ -302,7 +302,8 @@ def compute_losses(model: nn.Module, batch: Mapping[str, Any], stage: str, weigh
                  + weights.fusion_gradient * fusion_terms["gradient"]
                  + weights.fusion_ssim * fusion_terms["ssim"]
                  + weights.fusion_fidelity_l1 * fusion_terms["fidelity_l1"]
-                 + weights.fusion_fidelity_l2 * fusion_terms["fidelity_l2"])
+                 + weights.fusion_fidelity_l2 * fusion_terms["fidelity_l2"]
+                 + weights.fusion_correlation * fusion_terms["correlation"])
     total = total + weights.balance * balance
     return total, {name: float(value.detach()) for name, value in terms.items()}, output
 
@@ -411,7 +412,7 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 TRAIN_COLUMNS = ["step", "stage", "epoch", "lr", "loss", "l1", "gradient", "presence", "severity",
-                 "intensity", "ssim", "fidelity_l1", "fidelity_l2", "balance", "seconds_per_step",
+                 "intensity", "ssim", "fidelity_l1", "fidelity_l2", "correlation", "balance", "seconds_per_step",
                  "elapsed_s"]
 VAL_COLUMNS = ["step", "stage", "psnr_restored_ir", "psnr_restored_vi", "psnr_fused", "psnr_average_degraded",
                "degradation_type_accuracy", "degradation_image_accuracy", "severity_mae"]
@@ -441,8 +442,13 @@ def scene_training_images(count: int, seeds: int = 4) -> list[tuple[np.ndarray, 
 
 
 def train(config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool = False,
-          progress: bool = True, command: str = "") -> Path:
-    """Run (or resume) both stages; returns the path of the final weights file in ``out_dir``."""
+          progress: bool = True, command: str = "", from_stage1: str | os.PathLike[str] | None = None) -> Path:
+    """Run (or resume) both stages; returns the path of the final weights file in ``out_dir``.
+
+    ``from_stage1``: a ``stage1.pt`` of an earlier run (same model configuration): its restoration
+    modules are taken as they are and only stage 2 runs, so the fusion stage can be re-tuned (loss
+    weights, schedule) without repeating the restoration stage.
+    """
     from tqdm import tqdm
 
     from mex_fusion_ros.data.training import DegradedCropDataset
@@ -460,6 +466,8 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool 
     if not resume and checkpoint_path.exists():
         raise FileExistsError(f"{out_dir} already holds a run ({checkpoint_path}); "
                               "use --resume or another --out")
+    if resume and from_stage1 is not None:
+        raise ValueError("--from-stage1 starts a new run; it cannot be combined with --resume")
 
     seed = config.seed + context.rank
     random.seed(seed)
@@ -477,6 +485,14 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool 
         step, epoch = checkpoint["step"], checkpoint["epoch"]
         elapsed_before = checkpoint.get("elapsed_s", 0.0)
         _set_rng_state(checkpoint["rng"])
+    elif from_stage1 is not None:
+        stage1_model, stage1_metadata = load_weights(from_stage1, expected=model.config)
+        if stage1_metadata.get("stage") != "restoration":
+            raise ValueError(f"{from_stage1} is not a stage-1 file (its metadata says stage "
+                             f"{stage1_metadata.get('stage')!r}); use the stage1.pt of a run")
+        model.load_state_dict(stage1_model.state_dict())
+        step = config.restoration.steps
+        epoch = step * config.restoration.batch_size // max(1, config.data.samples_per_epoch)
 
     dataset = DegradedCropDataset(config.data.train, crop_size=config.data.crop_size, seed=config.seed,
                                   samples_per_epoch=config.data.samples_per_epoch,
@@ -581,6 +597,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool 
                                          if config.data.scene_frames else ""), "command": command,
             "steps": {s: getattr(config, s).steps for s in STAGES},
             "train_seconds": round(elapsed(), 1), "world_size": context.world_size,
+            **({"from_stage1": str(from_stage1)} if from_stage1 is not None else {}),
             "distributed": context.enabled,
             "train_config": train_config_to_dict(config), "validation": metrics,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

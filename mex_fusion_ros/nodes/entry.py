@@ -17,6 +17,7 @@ from rclpy.node import Node
 from rclpy.utilities import remove_ros_args
 
 from mex_fusion_ros.config import NODE_PARAMETERS, ConfigError
+from mex_fusion_ros.deploy.allocator import retain_freed_memory
 
 
 def usage(executable: str, description: str) -> argparse.ArgumentParser:
@@ -34,6 +35,7 @@ def run_node(executable: str, description: str, factory: Callable[[], Node],
     """Parse ``--help``, start ROS, build the node with ``factory``, spin until shutdown."""
     argv = list(sys.argv if args is None else args)
     usage(executable, description).parse_args(remove_ros_args(argv)[1:])  # exits on --help / unknown flags
+    retain_freed_memory()  # per-frame tensors reuse freed pages instead of faulting (deploy/allocator.py)
     rclpy.init(args=argv)
     node = None
     try:
