@@ -114,17 +114,23 @@ class ThermalAGC:
         if self._limits is None:
             return np.zeros(raw.shape, dtype=np.float32)
         low, high = self._limits
+        # Halves first: low + high (or high - low) of values near the float64 limit would overflow to
+        # inf, and inf - inf is NaN.
+        centre = low / 2.0 + high / 2.0
         min_span = (_MIN_INTEGER_SPAN if raw.dtype.kind in "iu"
-                    else max(_MIN_RELATIVE_FLOAT_SPAN, _MIN_RELATIVE_FLOAT_SPAN * abs(low + high) / 2.0))
-        if high - low < min_span:
-            centre = (low + high) / 2.0
+                    else max(_MIN_RELATIVE_FLOAT_SPAN, _MIN_RELATIVE_FLOAT_SPAN * abs(centre)))
+        if high / 2.0 - low / 2.0 < min_span / 2.0:
             low, high = centre - min_span / 2.0, centre + min_span / 2.0
         # float64 for the subtraction when the input is float64 or huge; float32 is exact for 16-bit counts.
         work_dtype = np.float32 if raw.dtype.itemsize <= 2 else np.float64
         unit = raw.astype(work_dtype)
-        unit -= work_dtype(low)
+        # (x/2 - low/2) / (high/2 - low/2) equals (x - low) / (high - low) exactly for normal floats
+        # (halving is exact) and cannot overflow; float32 work data (<= 16-bit input) never comes near.
+        half = work_dtype(0.5) if work_dtype is np.float64 else work_dtype(1.0)
+        unit *= half
+        unit -= work_dtype(low) * half
         # Divide by the span as rounded in the working precision, so a pixel at the high limit is exactly 1.
-        unit /= work_dtype(high) - work_dtype(low)
+        unit /= work_dtype(high) * half - work_dtype(low) * half
         np.clip(unit, 0.0, 1.0, out=unit)
         if raw.dtype.kind == "f":
             unit[~np.isfinite(raw)] = 0.0  # NaN survives clip; +-inf would clip to 0/1 but are not data
