@@ -14,7 +14,7 @@ import yaml
 from mex_fusion_ros.cli import main
 from mex_fusion_ros.model import create_model
 from mex_fusion_ros.model.fuser import Fuser
-from mex_fusion_ros.model.losses import fusion_losses, sobel_magnitude, ssim
+from mex_fusion_ros.model.losses import LossWeights, fusion_losses, sobel_magnitude, ssim
 from mex_fusion_ros.model.training import (
     StageConfig,
     TrainConfigError,
@@ -134,6 +134,19 @@ def test_fusion_losses_prefer_a_good_fusion() -> None:
     assert float(sobel_magnitude(flat).abs().max()) == 0.0
 
 
+def test_fusion_overshoot_counts_only_edges_above_both_sources() -> None:
+    torch.manual_seed(0)
+    ir, vi = torch.rand(2, 1, 24, 24), torch.rand(2, 3, 24, 24)
+    luminance = 0.299 * vi[:, :1] + 0.587 * vi[:, 1:2] + 0.114 * vi[:, 2:]
+    # |Sobel of a mean| <= mean of |Sobel|s <= the larger one: averaging never overshoots.
+    assert float(fusion_losses(0.5 * (ir + luminance), ir, vi)["overshoot"]) < 1e-6
+    assert float(fusion_losses(0.2 * ir, ir, vi)["overshoot"]) == 0.0  # weaker edges: gradient term only
+    sharpened = ir + 2.0 * (ir - torch.nn.functional.avg_pool2d(ir, 3, 1, 1, count_include_pad=False))
+    assert float(fusion_losses(sharpened, ir, vi)["overshoot"]) > 0.1
+    for name in fusion_losses(ir, ir, vi):
+        assert hasattr(LossWeights(), f"fusion_{name}")  # every term has a weight in the training config
+
+
 def test_image_correlation_is_the_evaluations_cc() -> None:
     import numpy as np
 
@@ -213,3 +226,16 @@ def test_ddp_code_path_with_one_gloo_process(tmp_path: Path, monkeypatch: pytest
     assert not torch.distributed.is_initialized()
     _, metadata = load_weights(final)
     assert metadata["world_size"] == 1 and metadata["distributed"] is True
+
+
+def test_csv_log_keeps_old_rows_when_the_columns_change(tmp_path: Path) -> None:
+    from mex_fusion_ros.model.training import CsvLog
+
+    path = tmp_path / "train.csv"
+    CsvLog(path, ["step", "loss", "old_term"]).write({"step": 1, "loss": 0.5, "old_term": 0.25})
+    log = CsvLog(path, ["step", "loss", "new_term"])  # a resumed run after an upgrade
+    log.write({"step": 2, "loss": 0.4, "new_term": 0.125})
+    rows = _rows(path)
+    assert list(rows[0]) == ["step", "loss", "new_term", "old_term"]
+    assert rows[0] == {"step": "1", "loss": "0.5", "new_term": "", "old_term": "0.25"}
+    assert rows[1] == {"step": "2", "loss": "0.4", "new_term": "0.125", "old_term": ""}

@@ -3,8 +3,10 @@
 Stage 1 (restoration, TG-ECNet Eq. L_res): L1 of each restored image to its clean source, L1 of
 their Sobel gradients, the gates' balancing loss and the degradation-label loss (presence BCE +
 severity L1). Stage 2 (fusion): max-intensity L1, Sobel-gradient-max L1 (as in SeAFusion/TG-ECNet),
-SSIM to both clean sources, and fidelity (L1 + L2) to both clean sources, which keeps the fused
-image close to both references (the PSNR/CC/MS-SSIM of the evaluation are averaged over them).
+SSIM to both clean sources, fidelity (L1 + L2) to both clean sources, which keeps the fused
+image close to both references (the PSNR/CC/MS-SSIM of the evaluation are averaged over them),
+Pearson correlation to both, and the edge overshoot above the stronger source. Each stage-2 term
+``name`` is weighted by ``LossWeights.fusion_<name>``.
 """
 from __future__ import annotations
 
@@ -73,6 +75,10 @@ class LossWeights:
     #: evaluation's CC. Unlike the L2 fidelity, it ignores brightness and contrast offsets, so it
     #: rewards keeping both sources' structure rather than their mean grey level.
     fusion_correlation: float = 0.0
+    #: Mean Sobel strength of the fused luminance above the stronger clean source: edges neither source
+    #: has (ringing, sharpening halos, amplified noise), the pixels the evaluation's N_abf counts.
+    #: The gradient term penalises those too, but symmetrically, so it also pushes weak edges up.
+    fusion_overshoot: float = 0.0
     # both
     balance: float = 0.01
 
@@ -106,12 +112,14 @@ def fusion_losses(fused_luminance: torch.Tensor, clean_ir: torch.Tensor, clean_v
     and the luminance of the clean visible ``(B, 3, H, W)``."""
     luminance = rgb_to_luminance(clean_vi)
     intensity = F.l1_loss(fused_luminance, torch.maximum(clean_ir, luminance))
-    gradient = F.l1_loss(sobel_magnitude(fused_luminance),
-                         torch.maximum(sobel_magnitude(clean_ir), sobel_magnitude(luminance)))
+    fused_edges = sobel_magnitude(fused_luminance)
+    source_edges = torch.maximum(sobel_magnitude(clean_ir), sobel_magnitude(luminance))
+    gradient = F.l1_loss(fused_edges, source_edges)
+    overshoot = F.relu(fused_edges - source_edges).mean()
     structure = 1.0 - 0.5 * (ssim(fused_luminance, clean_ir) + ssim(fused_luminance, luminance))
     fidelity_l1 = 0.5 * (F.l1_loss(fused_luminance, clean_ir) + F.l1_loss(fused_luminance, luminance))
     fidelity_l2 = 0.5 * (F.mse_loss(fused_luminance, clean_ir) + F.mse_loss(fused_luminance, luminance))
     correlation = 1.0 - 0.5 * (image_correlation(fused_luminance, clean_ir)
                                + image_correlation(fused_luminance, luminance)).mean()
     return {"intensity": intensity, "gradient": gradient, "ssim": structure, "fidelity_l1": fidelity_l1,
-            "fidelity_l2": fidelity_l2, "correlation": correlation}
+            "fidelity_l2": fidelity_l2, "correlation": correlation, "overshoot": overshoot}

@@ -298,12 +298,7 @@ def compute_losses(model: nn.Module, batch: Mapping[str, Any], stage: str, weigh
         assert output.fused_luminance is not None
         fusion_terms = fusion_losses(output.fused_luminance, clean_ir, clean_vi)
         terms.update(fusion_terms)
-        total = (weights.fusion_intensity * fusion_terms["intensity"]
-                 + weights.fusion_gradient * fusion_terms["gradient"]
-                 + weights.fusion_ssim * fusion_terms["ssim"]
-                 + weights.fusion_fidelity_l1 * fusion_terms["fidelity_l1"]
-                 + weights.fusion_fidelity_l2 * fusion_terms["fidelity_l2"]
-                 + weights.fusion_correlation * fusion_terms["correlation"])
+        total = sum(getattr(weights, f"fusion_{name}") * value for name, value in fusion_terms.items())
     total = total + weights.balance * balance
     return total, {name: float(value.detach()) for name, value in terms.items()}, output
 
@@ -384,13 +379,27 @@ def validate(model: MexFusionNet, config: TrainConfig, device: torch.device) -> 
 # The run
 # ----------------------------------------------------------------------------------------------
 class CsvLog:
-    """Append rows to a CSV file, writing the header when the file is new (resume-safe)."""
+    """Append rows to a CSV file, writing the header when the file is new (resume-safe).
+
+    A file written by a version with other columns (a run resumed after an upgrade added a loss
+    term) is rewritten once with the union of both headers, old rows keeping their values.
+    """
 
     def __init__(self, path: Path, columns: list[str]) -> None:
-        self.path, self.columns = path, columns
+        self.path, self.columns = path, list(columns)
         if not path.exists():
             with path.open("w", newline="") as handle:
                 csv.writer(handle).writerow(columns)
+            return
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            existing, rows = list(reader.fieldnames or []), list(reader)
+        if existing != self.columns:
+            self.columns += [column for column in existing if column not in self.columns]
+            with path.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, self.columns, restval="")
+                writer.writeheader()
+                writer.writerows(rows)
 
     def write(self, row: Mapping[str, Any]) -> None:
         with self.path.open("a", newline="") as handle:
@@ -412,8 +421,8 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 TRAIN_COLUMNS = ["step", "stage", "epoch", "lr", "loss", "l1", "gradient", "presence", "severity",
-                 "intensity", "ssim", "fidelity_l1", "fidelity_l2", "correlation", "balance", "seconds_per_step",
-                 "elapsed_s"]
+                 "intensity", "ssim", "fidelity_l1", "fidelity_l2", "correlation", "overshoot", "balance",
+                 "seconds_per_step", "elapsed_s"]
 VAL_COLUMNS = ["step", "stage", "psnr_restored_ir", "psnr_restored_vi", "psnr_fused", "psnr_average_degraded",
                "degradation_type_accuracy", "degradation_image_accuracy", "severity_mae"]
 
