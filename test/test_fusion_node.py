@@ -235,8 +235,8 @@ def test_end_to_end_fused_stamps_detections_and_diagnostic_rates(roadscene, tmp_
 @pytest.mark.ros
 @pytest.mark.data
 def test_back_pressure_drops_pairs_and_keeps_memory_and_latency_flat(roadscene):
-    # cascade (restore, then fuse) at a 960x768 output takes ~250-400 ms a frame on this CPU: 40 Hz
-    # input is about 10x the inference rate (checked below from the node's own diagnostics).
+    # cascade (restore, then fuse) at a 960x768 output takes ~130-400 ms a frame on this CPU (idle or
+    # loaded): 40 Hz input is 5-15x the inference rate (checked below from the node's own diagnostics).
     frames = roadscene_frames(roadscene, 4, RGB_SIZE, THERMAL_SIZE)
     process = psutil.Process()
     with ros_context() as context:
@@ -271,7 +271,10 @@ def test_back_pressure_drops_pairs_and_keeps_memory_and_latency_flat(roadscene):
     assert last < 1.5 * first + 50.0, f"latency grew from {first:.0f} ms to {last:.0f} ms"
     assert sum(dropped for *_, dropped in records) > 0
     assert int(fusion["pairs_dropped"]) > 0
-    assert float(inputs["rgb_rate_hz"]) >= 5 * float(fusion["published_rate_hz"]) > 0, (inputs, fusion)
+    # Most pairs are dropped, and every matched pair is either published or counted as dropped.
+    assert float(inputs["rgb_rate_hz"]) >= 2 * float(fusion["published_rate_hz"]) > 0, (inputs, fusion)
+    assert float(fusion["drop_rate_hz"]) == pytest.approx(
+        float(fusion["pair_rate_hz"]) - float(fusion["published_rate_hz"]), rel=0.2, abs=1.0), fusion
 
 
 def bad_images() -> list[tuple[str, Image]]:
