@@ -14,6 +14,7 @@ import yaml
 from mex_fusion_ros.cli import main
 from mex_fusion_ros.model import create_model
 from mex_fusion_ros.model.fuser import Fuser
+from mex_fusion_ros.model.layers import rgb_to_luminance
 from mex_fusion_ros.model.losses import LossWeights, fusion_losses, sobel_magnitude, ssim
 from mex_fusion_ros.model.training import (
     StageConfig,
@@ -137,7 +138,7 @@ def test_fusion_losses_prefer_a_good_fusion() -> None:
 def test_fusion_overshoot_counts_only_edges_above_both_sources() -> None:
     torch.manual_seed(0)
     ir, vi = torch.rand(2, 1, 24, 24), torch.rand(2, 3, 24, 24)
-    luminance = 0.299 * vi[:, :1] + 0.587 * vi[:, 1:2] + 0.114 * vi[:, 2:]
+    luminance = rgb_to_luminance(vi)
     # |Sobel of a mean| <= mean of |Sobel|s <= the larger one: averaging never overshoots.
     assert float(fusion_losses(0.5 * (ir + luminance), ir, vi)["overshoot"]) < 1e-6
     assert float(fusion_losses(0.2 * ir, ir, vi)["overshoot"]) == 0.0  # weaker edges: gradient term only
