@@ -17,6 +17,7 @@ from mex_fusion_ros.model.fuser import Fuser
 from mex_fusion_ros.model.layers import rgb_to_luminance
 from mex_fusion_ros.model.losses import LossWeights, fusion_losses, sobel_magnitude, ssim
 from mex_fusion_ros.model.training import (
+    TRAIN_COLUMNS,
     StageConfig,
     TrainConfigError,
     configure_stage,
@@ -146,6 +147,7 @@ def test_fusion_overshoot_counts_only_edges_above_both_sources() -> None:
     assert float(fusion_losses(sharpened, ir, vi)["overshoot"]) > 0.1
     for name in fusion_losses(ir, ir, vi):
         assert hasattr(LossWeights(), f"fusion_{name}")  # every term has a weight in the training config
+        assert name in TRAIN_COLUMNS  # and a train.csv column (CsvLog drops keys it has no column for)
 
 
 def test_image_correlation_is_the_evaluations_cc() -> None:
