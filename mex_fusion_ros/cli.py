@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fuse": ("mex_fusion_ros.model.fuse_command", "fuse every pair of a folder with the network, write PNGs"),
     "bench": ("mex_fusion_ros.model.bench_command", "network speed, parameters and MACs vs YOLOv8n"),
     "export": ("mex_fusion_ros.deploy.export_command", "export the network to ONNX / TorchScript with a parity check"),
+    "detect": ("mex_fusion_ros.detect.command", "detection with fused vs single-camera inputs: eval, train, scene"),
     "demo": ("mex_fusion_ros.demo_command", "synthesise a scene, make a bag, fuse it and write the report"),
 }
 

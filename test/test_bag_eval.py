@@ -250,13 +250,13 @@ def test_stamps_out_of_order_are_reported_and_the_rest_is_evaluated(tmp_path):
 
 # ------------------------------------------------------------------------------------ detection scoring
 def _boxes(*items):
-    from mex_fusion_ros.bag.detection import LabeledBox
+    from mex_fusion_ros.eval.detection_metrics import LabeledBox
 
     return [LabeledBox(label, box) for label, box in items]
 
 
 def test_average_precision_on_known_cases():
-    from mex_fusion_ros.bag.detection import ScoredBox, mean_average_precision
+    from mex_fusion_ros.eval.detection_metrics import PERFECT_AP, ScoredBox, mean_average_precision
 
     truths = {1: _boxes(("car", (0, 0, 10, 10))), 2: _boxes(("car", (20, 20, 30, 30)), ("person", (0, 0, 4, 8)))}
     perfect = [
@@ -264,23 +264,26 @@ def test_average_precision_on_known_cases():
         ScoredBox(2, "car", 0.8, (20, 20, 30, 30)),
         ScoredBox(2, "person", 0.7, (0, 0, 4, 8)),
     ]
-    assert mean_average_precision(perfect, truths)["mAP50-95"] == pytest.approx(1.0)
-    # One car of two found: recall stops at 0.5, so 51 of the 101 recall samples have precision 1.
+    assert mean_average_precision(perfect, truths)["mAP50-95"] == pytest.approx(PERFECT_AP)
+    # One car of two found: precision 1 at the recall samples 0 .. 0.49, and the curve drops to 0 at
+    # recall 0.5 (ultralytics' AP: trapezoids over the 101 samples): 0.49 + 0.01 * (1 + 0) / 2.
     half = mean_average_precision(perfect[:1], truths, classes=["car"])
-    assert half["per_class"]["car"]["AP50"] == pytest.approx(51 / 101)
-    # A false positive ranked between two hits: precision 1 up to recall 0.5, then 2/3; a detection
-    # on an unlabelled frame is ignored.
+    assert half["per_class"]["car"]["AP50"] == pytest.approx(0.49 + 0.005)
+    # A false positive ranked between two hits: precision 1 up to recall 0.49, 2/3 from 0.5 to 0.99,
+    # 0 at recall 1 (nothing beyond the last hit), integrated by trapezoids; a detection on an
+    # unlabelled frame is ignored.
     ranked = [
         ScoredBox(1, "car", 0.95, (0, 0, 10, 10)),
         ScoredBox(1, "car", 0.9, (50, 50, 60, 60)),
         ScoredBox(2, "car", 0.8, (20, 20, 30, 30)),
         ScoredBox(99, "car", 0.99, (0, 0, 1, 1)),
     ]
-    assert mean_average_precision(ranked, truths, classes=["car"])["mAP50"] == pytest.approx((51 + 50 * 2 / 3) / 101)
+    trapezoids = 0.49 + 0.01 * (1 + 2 / 3) / 2 + 0.49 * 2 / 3 + 0.01 * (2 / 3) / 2
+    assert mean_average_precision(ranked, truths, classes=["car"])["mAP50"] == pytest.approx(trapezoids)
     # IoU 0.6 counts at thresholds 0.50, 0.55, 0.60 only.
     loose = [ScoredBox(1, "car", 0.9, (0, 0, 10, 6))]
     single = mean_average_precision(loose, {1: truths[1]})
-    assert single["mAP50"] == pytest.approx(1.0) and single["mAP50-95"] == pytest.approx(0.3)
+    assert single["mAP50"] == pytest.approx(PERFECT_AP) and single["mAP50-95"] == pytest.approx(0.3 * PERFECT_AP)
 
 
 def test_bad_labels_file_is_named(tmp_path):

@@ -12,15 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mex_fusion_ros.bag.detection import (
-    YOLO_TOLERANCE,
-    LabeledBox,
-    LabelError,
-    ScoredBox,
-    load_labels,
-    mean_average_precision,
-    read_labels,
-)
+from mex_fusion_ros.bag.detection import YOLO_TOLERANCE, LabelError, load_labels, read_labels
+from mex_fusion_ros.eval.detection_metrics import PERFECT_AP, LabeledBox, ScoredBox, mean_average_precision
 
 NAMES = ("person", "car", "bicycle")
 SIZE = (640, 480)
@@ -437,13 +430,13 @@ def test_detections_equal_to_yolo_labels_score_one(tmp_path):
     from_json = load_labels(write_json(tmp_path / "labels.json", FRAMES))
     detections = [ScoredBox(stamp, box.label, 0.9, box.box) for stamp, boxes in from_json.items() for box in boxes]
     result = mean_average_precision(detections, labels)
-    assert result["mAP50"] == pytest.approx(1.0) and result["mAP50-95"] == pytest.approx(1.0)
+    assert result["mAP50"] == pytest.approx(PERFECT_AP) and result["mAP50-95"] == pytest.approx(PERFECT_AP)
     assert set(result["per_class"]) == set(NAMES) and result["frames"] == len(FRAMES)
     # And the scoring is not blind: boxes shifted by half their size no longer match at IoU 0.5.
     shifted = [
         ScoredBox(d.frame, d.label, d.score, (d.box[0] + 0.75 * (d.box[2] - d.box[0]), *d.box[1:])) for d in detections
     ]
-    assert mean_average_precision(shifted, labels)["mAP50"] < 1.0
+    assert mean_average_precision(shifted, labels)["mAP50"] < PERFECT_AP
 
 
 # ------------------------------------------------------------------------------------- offline evaluation

@@ -73,7 +73,9 @@ def test_overrides_win_over_file(tmp_path):
     ({"fusion_node": {"ros__parameters": {"fp16": 1}}}, "fusion_node.ros__parameters.fp16"),
     ({"fusion_node": {"ros__parameters": {"sync": {"slop": -1.0}}}}, "fusion_node.ros__parameters.sync.slop"),
     ({"fusion_node": {"ros__parameters": {"sync": {"mode": "fastest"}}}}, "fusion_node.ros__parameters.sync.mode"),
-    ({"detector_node": {"ros__parameters": {"classes": [1, "car"]}}}, "detector_node.ros__parameters.classes[1]"),
+    ({"detector_node": {"ros__parameters": {"classes": ["car"]}}}, "detector_node.ros__parameters.classes[0]"),
+    # rcl refuses a list of mixed types; the whole list is named
+    ({"detector_node": {"ros__parameters": {"classes": [1, "car"]}}}, "detector_node.ros__parameters.classes"),
     ({"detector_node": {"ros__parameters": {"classes": 3}}}, "detector_node.ros__parameters.classes"),
     ({"mystery_node": {"ros__parameters": {}}}, "mystery_node"),
     ({"fusion_node": {"parameters": {}}}, "fusion_node"),

@@ -325,3 +325,30 @@ def test_mixed_on_a_640x512_pair_is_fast():
         durations.append(time.perf_counter() - start)
     # Target 50 ms; the bound leaves room for a shared, busy CI machine.
     assert np.median(durations) < 0.15, durations
+
+
+def test_model_variants_of_the_training_sampler_keep_the_label_and_change_the_image():
+    from mex_fusion_ros.data.degradations import add_gaussian_noise, add_haze, defocus_blur
+
+    rng = np.random.default_rng(0)
+    vi = np.clip(rng.random((48, 64, 3), dtype=np.float32) * 0.6 + 0.2, 0, 1)
+    per_channel, label = add_gaussian_noise(vi, 20.0, 1)
+    grey, grey_label = add_gaussian_noise(vi, 20.0, 1, mono=1.0)
+    assert label == grey_label
+    residual = grey - vi
+    inside = (grey > 0).all(axis=2) & (grey < 1).all(axis=2)  # clipping aside
+    assert np.allclose(residual[..., 0][inside], residual[..., 1][inside], atol=1e-5)  # one noise for all channels
+    assert abs(float(residual.std()) - 20 / 255) < 0.1 * 20 / 255
+    assert not np.allclose((per_channel - vi)[..., 0], (per_channel - vi)[..., 1])
+    uniform, haze_label = add_haze(vi, 1.5, airlight=0.9, depth_mix=0.0)
+    expected = vi * np.exp(-1.5) + 0.9 * (1 - np.exp(-1.5))
+    assert np.allclose(uniform, expected, atol=1e-5) and haze_label == add_haze(vi, 1.5)[1]
+    gaussian, blur_label = defocus_blur(vi, 4.0, gaussian=True)
+    assert blur_label == defocus_blur(vi, 4.0)[1] and not np.allclose(gaussian, defocus_blur(vi, 4.0)[0])
+    with pytest.raises(ValueError, match="mono"):
+        add_gaussian_noise(vi, 5.0, 0, mono=1.5)
+    with pytest.raises(ValueError, match="depth_mix"):
+        add_haze(vi, 1.0, depth_mix=2.0)
+    # The evaluation presets do not use the variants: their parameters are as before.
+    from mex_fusion_ros.data.degradations import PRESETS
+    assert all(set(step.params) <= {"sigma", "beta", "radius", "gain", "gamma"} for step in PRESETS["mixed"].steps)

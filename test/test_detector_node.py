@@ -13,7 +13,7 @@ import time
 import cv2
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from node_harness import (
     RELIABLE,
     BackgroundExecutor,
@@ -23,6 +23,7 @@ from node_harness import (
     time_to_ns,
     wait_for,
 )
+from rcl_interfaces.srv import SetParameters
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
@@ -31,7 +32,7 @@ from std_msgs.msg import Header
 from mex_fusion_msgs.msg import DetectionArray
 from mex_fusion_ros.config import DETECTOR_NODE_PARAMETERS
 from mex_fusion_ros.data.paired import find_pairs, read_vi
-from mex_fusion_ros.nodes.detector_node import DetectorError, DetectorNode
+from mex_fusion_ros.nodes.detector_node import DetectorNode
 from mex_fusion_ros.nodes.diagnostics import parse_values
 from mex_fusion_ros.nodes.image_msgs import array_to_image_msg
 from mex_fusion_ros.nodes.params import overrides_to_parameters
@@ -127,11 +128,57 @@ def test_bad_images_are_counted_thresholds_change_at_run_time():
 
 
 @pytest.mark.ros
-def test_missing_model_offline_names_the_parameter(tmp_path, monkeypatch):
+def test_offline_without_a_model_the_node_stays_up_reports_error_and_loads_one_when_set(tmp_path, monkeypatch):
+    # An offline robot with the default yolov8n.pt never downloaded (YOLO_OFFLINE: no download).
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("YOLO_OFFLINE", "1")
-    with ros_context() as context, pytest.raises(DetectorError, match="`model`"):
-        make_detector(context, model="no_such_detector_model.pt")
+    with ros_context() as context:
+        node = make_detector(context, model="yolov8n.pt")
+        probe = Node("detector_model_probe", context=context)
+        detections = Collector(probe, DetectionArray, "detections")
+        diagnostics = Collector(probe, DiagnosticArray, "/diagnostics", qos=10)
+        publisher = probe.create_publisher(Image, "fused/image", RELIABLE)
+        set_parameters = probe.create_client(SetParameters, "/detector_node/set_parameters")
+        rng = np.random.default_rng(0)
+        image = array_to_image_msg(rng.integers(0, 255, (SIZE[1], SIZE[0], 3), dtype=np.uint8), "rgb8",
+                                   Header(stamp=ns_to_time(5), frame_id="rgb_optical"))
+
+        def detector_statuses() -> list:
+            return [status for array in diagnostics.snapshot() for status in array.status
+                    if status.name == "detector_node: detector"]
+
+        def set_model(model: str):
+            assert set_parameters.wait_for_service(timeout_sec=10.0)
+            request = SetParameters.Request(parameters=[Parameter("model", value=model).to_parameter_msg()])
+            future = set_parameters.call_async(request)
+            assert wait_for(future.done, 60.0), "no reply to set model"
+            return future.result().results[0]
+
+        with BackgroundExecutor(context, [node, probe]):
+            assert node.detector is None
+            # Periodic ERROR on /diagnostics, naming the model and what to do.
+            assert wait_for(lambda: sum(s.level == DiagnosticStatus.ERROR for s in detector_statuses()) >= 2, 5.0)
+            message = detector_statuses()[-1].message
+            assert "no detector model" in message and "'yolov8n.pt'" in message and "`model`" in message, message
+            assert parse_values(detector_statuses()[-1])["model_loaded"] == "false"
+
+            # Images are counted, and no (falsely empty) detections are published.
+            assert wait_for(lambda: probe.count_subscribers("fused/image") >= 1, 10.0)
+            publisher.publish(image)
+            assert wait_for(lambda: node.counters.get("images_without_model") == 1, 5.0)
+            assert len(detections) == 0
+
+            refused = set_model("no_such_detector_model.pt")
+            assert not refused.successful and "no_such_detector_model.pt" in refused.reason, refused.reason
+            assert node.detector is None and node.get_parameter("model").value == "yolov8n.pt"
+
+            loaded = set_model("yolov8n.yaml")  # loads at run time; the reply waits for it
+            assert loaded.successful, loaded.reason
+            assert node.detector is not None
+            diagnostics.messages.clear()
+            assert wait_for(lambda: any(s.level == DiagnosticStatus.OK for s in detector_statuses()), 5.0)
+            publisher.publish(image)
+            assert wait_for(lambda: len(detections) == 1, 10.0)
 
 
 @pytest.mark.ros

@@ -113,9 +113,11 @@ def test_degradation_estimates_are_scored(roadscene: Path, monkeypatch: pytest.M
                                    limit=2, max_side=80)
     results = runner.run_evaluation(settings, progress=False).results
     accuracy = results["degradation_accuracy"]["detector"]
-    assert accuracy["noise15"] == {"type_accuracy": 1.0, "exact_match": 1.0, "images": 2}
+    assert accuracy["noise15"] == {"type_accuracy": 1.0, "exact_match": 1.0, "recall": 1.0, "false_alarm": 0.0,
+                                   "images": 2}
     # Stripe pairs: vi_noise wrongly present, ir_stripe missed; the other five types are right.
     assert accuracy["stripe"]["exact_match"] == 0.0
+    assert accuracy["stripe"]["recall"] == 0.0 and accuracy["stripe"]["false_alarm"] == 1.0
     types = len(DEGRADATION_TYPES)
     assert accuracy["stripe"]["type_accuracy"] == pytest.approx((types - 2) / types)
     record = results["per_image"]["stripe"][results["images"][0]]["methods"]["detector"]["degradation"]

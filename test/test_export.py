@@ -30,7 +30,7 @@ from mex_fusion_ros.model.weights import save_weights
 
 TINY = dict(widths=(8, 16, 16), encoder_blocks=(0, 1, 1), decoder_blocks=(0, 1), fusion_decoder_blocks=(0, 1),
             heads=(1, 1, 1), moe_levels=(0, 1), num_experts=3, top_k=2, fusion_num_experts=3, fusion_top_k=1,
-            prompt_width=8)
+            prompt_width=8, pyramid_levels=4)
 
 
 def tiny_model(seed: int = 0, **overrides: object) -> MexFusionNet:

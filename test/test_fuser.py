@@ -32,7 +32,7 @@ def _trained_like_model(seed: int = 0, **overrides):
     torch.manual_seed(seed)
     model = create_model("nano", **overrides)
     with torch.no_grad():
-        for head in (model.head_ir, model.head_vi, model.fusion_head):
+        for head in model.output_heads():
             head.weight.normal_(std=0.05)
     return model.eval()
 

@@ -46,7 +46,7 @@ def test_every_config_forward_backward(name: str) -> None:
     loss = out.fused.mean() + out.restored_ir.mean() + out.restored_vi.mean() + out.degradation_logits.mean()
     (loss + out.balance_loss).backward()
     assert model.stem_ir.weight.grad is not None and torch.isfinite(model.stem_ir.weight.grad).all()
-    assert model.fusion_head.weight.grad is not None
+    assert any(p.grad is not None for p in model.fusion_head.parameters())
 
 
 def test_paper_config_reproduces_tg_ecnet_scale() -> None:
@@ -98,7 +98,7 @@ def test_eval_mode_is_deterministic() -> None:
 
 
 def test_fresh_network_restores_by_identity_and_fuses_by_averaging() -> None:
-    model = create_model("nano").eval()
+    model = create_model("nano", fusion_output="blend").eval()
     ir, vi = _pair(1, 32, 32)
     with torch.no_grad():
         out = model(ir, vi)
@@ -153,7 +153,7 @@ def test_gradients_reach_every_expert_over_a_training_batch() -> None:
     model = create_model("nano").train()
     # Heads start at zero (identity restoration); after any training step they are not, and only
     # then do gradients flow back into the trunk. Give them that trained-like state.
-    for head in (model.head_ir, model.head_vi, model.fusion_head):
+    for head in model.output_heads():
         torch.nn.init.normal_(head.weight, std=0.1)
     ir, vi = _pair(16, 32, 32, seed=1)
     out = model(ir, vi)

@@ -21,12 +21,14 @@ from mex_fusion_ros.model.training import (
     StageConfig,
     TrainConfigError,
     configure_stage,
+    describe_training_data,
     learning_rate,
     load_train_config,
     train,
     train_config_from_dict,
+    training_pairs,
 )
-from mex_fusion_ros.model.weights import load_weights
+from mex_fusion_ros.model.weights import load_weights, save_weights
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -180,7 +182,7 @@ def test_two_step_training_run_and_resume(tmp_path: Path) -> None:
     stage1, _ = load_weights(out / "stage1.pt")
     for name, tensor in stage1.encoder.state_dict().items():
         assert torch.equal(tensor, model.encoder.state_dict()[name]), name
-    assert not torch.equal(stage1.fusion_head.weight, model.fusion_head.weight)
+    assert not torch.equal(stage1.output_heads()[-1].weight, model.output_heads()[-1].weight)
     Fuser.from_weights(out / "mex_nano.pt", device="cpu")
     # A second run into the same folder must not overwrite it...
     assert main(["train", "--config", str(config), "--out", str(out), "--no-progress"]) == 2
@@ -207,9 +209,17 @@ def test_from_stage1_trains_only_the_fusion_stage(tmp_path: Path) -> None:
         if not name.startswith(("fusion", "alpha", "beta")):
             assert torch.equal(tensor, model.state_dict()[name]), name
     assert metadata["from_stage1"] == str(stage1_file)
-    # A finished network is not a stage-1 file, and --from-stage1 does not mix with --resume.
+    # A finished network serves too (stage 2 left its restoration modules as stage 1 made them), also
+    # one with another fusion design; other restoration modules are refused, and --from-stage1 does
+    # not mix with --resume.
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "from_final"), "--from-stage1",
+                 str(tmp_path / "full" / "mex_nano.pt"), "--no-progress"]) == 0
+    blend = save_weights(tmp_path / "blend.pt", create_model("nano", fusion_output="blend"), {})
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "from_blend"), "--from-stage1",
+                 str(blend), "--no-progress"]) == 0
+    other = save_weights(tmp_path / "other.pt", create_model("nano", widths=[16, 40, 64, 96]), {})
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "wrong"), "--from-stage1",
-                 str(tmp_path / "full" / "mex_nano.pt"), "--no-progress"]) == 2
+                 str(other), "--no-progress"]) == 2
     assert main(["train", "--config", str(config), "--out", str(out), "--resume", "--from-stage1",
                  str(stage1_file), "--no-progress"]) == 2
 
@@ -242,3 +252,44 @@ def test_csv_log_keeps_old_rows_when_the_columns_change(tmp_path: Path) -> None:
     assert list(rows[0]) == ["step", "loss", "new_term", "old_term"]
     assert rows[0] == {"step": "1", "loss": "0.5", "new_term": "", "old_term": "0.25"}
     assert rows[1] == {"step": "2", "loss": "0.4", "new_term": "0.125", "old_term": ""}
+
+
+def test_two_folders_a_held_out_split_and_folder_weights(tmp_path: Path) -> None:
+    first = _write_pairs(tmp_path / "first", count=3)
+    second = tmp_path / "second"
+    (second / "ir").mkdir(parents=True)
+    (second / "vi").mkdir(parents=True)
+    for name in ("q0", "q1", "q2"):
+        for modality in ("ir", "vi"):
+            cv2.imwrite(str(second / modality / f"{name}.png"), cv2.imread(str(first / modality / "p0.png")))
+    split = tmp_path / "split.txt"
+    split.write_text("q2  # validation\n")
+    config = train_config_from_dict({"data": {"train": [str(first), str(second)], "holdout": str(split),
+                                              "train_weights": [1.0, 2.0]}})
+    pairs, weights = training_pairs(config.data)
+    assert [p.name for p in pairs] == ["p0", "p1", "p2", "q0", "q1"] and weights == (1, 1, 1, 2, 2)
+    assert "without the pairs of" in describe_training_data(config.data)
+    assert train_config_from_dict({"data": {"train": str(first)}}).data.train == (str(first),)
+    split.write_text("nowhere\n")
+    with pytest.raises(TrainConfigError, match="none of the pairs"):
+        training_pairs(config.data)
+    with pytest.raises(TrainConfigError, match="one non-negative weight per train folder"):
+        train_config_from_dict({"data": {"train": [str(first)], "train_weights": [1.0, 2.0]}})
+    with pytest.raises(TrainConfigError, match="rescale"):
+        train_config_from_dict({"data": {"rescale": [1.5]}})
+
+
+def test_init_starts_both_stages_from_a_weights_file(tmp_path: Path) -> None:
+    config = _tiny_config(tmp_path, steps=1)
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "first"), "--no-progress"]) == 0
+    first = tmp_path / "first" / "mex_nano.pt"
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "tuned"), "--init", str(first),
+                 "--no-progress"]) == 0
+    start, _ = load_weights(first)
+    tuned, metadata = load_weights(tmp_path / "tuned" / "mex_nano.pt")
+    assert metadata["init"] == str(first)
+    # One step of each stage from the same start: close to it, but trained.
+    head_start, head_tuned = start.output_heads()[1].weight, tuned.output_heads()[1].weight
+    assert not torch.equal(head_start, head_tuned) and (head_start - head_tuned).abs().max() < 0.05
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "both"), "--init", str(first),
+                 "--from-stage1", str(first), "--no-progress"]) == 2

@@ -188,3 +188,41 @@ def _contains(image: np.ndarray, crop: np.ndarray) -> bool:
         if scores.min() < 1e-6 * crop.size:  # matchTemplate sums in float32 (FFT): not exact
             return True
     return False
+
+
+def test_pair_weights_draw_a_small_folder_as_often_as_a_large_one(tmp_path):
+    large = make_dataset(tmp_path / "large", count=6)
+    small = make_dataset(tmp_path / "small", count=2, size=(26, 30))  # other pixels than the large set
+    pairs = [*find_pairs(large).pairs, *find_pairs(small).pairs]
+    dataset = DegradedCropDataset(pairs, crop_size=CROP, samples_per_epoch=400, presets=["clean"],
+                                  pair_weights=[1.0] * 6 + [3.0] * 2)
+    small_crops = {find_pairs(small).pairs[i].name: read_pair(find_pairs(small).pairs[i])[0] for i in range(2)}
+    hits = sum(any(_contains(ir, dataset[i]["clean_ir"][0].numpy()) for ir in small_crops.values())
+               for i in range(len(dataset)))
+    assert 0.4 < hits / len(dataset) < 0.6  # 2 x 3 of 12 weight units: one half
+    with pytest.raises(ValueError, match="pair_weights needs 8"):
+        DegradedCropDataset(pairs, crop_size=CROP, samples_per_epoch=4, pair_weights=[1.0])
+
+
+def test_camera_augmentation_changes_the_clean_target_within_range(tmp_path):
+    from mex_fusion_ros.data.degradations import CameraVariation, vary_camera
+
+    root = make_dataset(tmp_path / "data", count=2, size=(64, 64))
+    plain = DegradedCropDataset(root, crop_size=CROP, samples_per_epoch=16, presets=["clean"])
+    varied = DegradedCropDataset(root, crop_size=CROP, samples_per_epoch=16, presets=["clean"], rescale=(0.5, 1.5),
+                                 camera_variation=CameraVariation(p=1.0))
+    changed = 0
+    for index in range(16):
+        item = varied[index]
+        assert item["clean_vi"].shape == (3, CROP, CROP) and float(item["clean_vi"].min()) >= 0.0
+        assert float(item["clean_vi"].max()) <= 1.0
+        # A camera look, not a degradation: the degraded input is the varied clean image.
+        assert torch.equal(item["vi"], item["clean_vi"]) and int(item["present"].sum()) == 0
+        changed += not torch.equal(item["clean_vi"], plain[index]["clean_vi"])
+    assert changed == 16
+    image = np.full((32, 32, 3), 0.5, np.float32)
+    assert np.array_equal(vary_camera(image, 0, CameraVariation(p=0.0)), image)
+    noisy = vary_camera(image, 1, CameraVariation(p=1.0, gamma=(1.0, 1.0), contrast=(1.0, 1.0),
+                                                  brightness=(0.0, 0.0), colour_gain=(1.0, 1.0),
+                                                  sensor_noise=(2.0, 2.0)))
+    assert 1.5 / 255 < float(noisy.std()) < 2.5 / 255  # faint: below the weakest trained noise (sigma 5)

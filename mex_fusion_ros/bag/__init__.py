@@ -3,7 +3,8 @@
 - ``scene``: the synthetic thermal + RGB street scene of the built-in demo;
 - ``timeline``: degradation timelines (which preset is active when) and how they are stored;
 - ``make``: clean frames -> a bag with camera rates, jitter, offset, degradations, references;
-- ``writer`` / ``reader`` (+ ``mcap_salvage`` for truncated MCAP): images in and out of bags;
+- ``writer`` / ``reader`` (+ ``mcap_salvage`` / ``sqlite_salvage``: storage read past damage,
+  chunk CRCs written): images in and out of bags;
 - ``evaluate`` / ``report`` / ``detection``: offline replay with the node's synchroniser and
   pipeline, its HTML + JSON report, detection counts and mAP;
 - ``live`` / ``replay``: rclpy player and recorder, and the live replay through the ROS graph;

@@ -30,9 +30,10 @@ def run(args: argparse.Namespace) -> int:
     from mex_fusion_ros.bag.evaluate import EvalSetupError
     from mex_fusion_ros.bag.reader import BagError
     from mex_fusion_ros.bag.writer import BagWriteError
+    from mex_fusion_ros.config import ConfigError
 
     try:
         return int(importlib.import_module(args._bag_module).run(args) or 0)
-    except (BagError, BagWriteError, EvalSetupError) as exc:
+    except (BagError, BagWriteError, EvalSetupError, ConfigError) as exc:
         print(f"mex-fusion bag {args.bag_command}: {exc}", file=sys.stderr)
         return 1

@@ -1,6 +1,7 @@
-"""Detection scoring for the offline bag evaluation (ROS-free): labels per stamp, counts, mAP.
+"""Ground-truth labels for detection scoring (ROS-free): per bag stamp or per dataset image.
 
-Labels (``read_labels`` / ``load_labels``) come in three formats, told apart by what the path is:
+The scores themselves (AP, mAP50, mAP50-95, recall) are ``eval.detection_metrics``. Labels
+(``read_labels`` / ``load_labels``) come in three formats, told apart by what the path is:
 
 - **JSON keyed by stamp** (a ``.json`` file with ``"frames"``), the format ``bag make`` writes for
   the synthetic scene (``scene_objects.json`` in the bag directory)::
@@ -27,9 +28,9 @@ possible, and what was expected. Detections match labels by class NAME, and the 
 are its model's (COCO: person, car, ...), so YOLO labels without a names file (names "0", "1", ...)
 only match a model whose names are the ids.
 
-Average precision follows COCO: greedy matching by descending score at one IoU threshold,
-precision made monotone, sampled at 101 recall points; mAP50 is the mean over classes at IoU 0.5,
-mAP50-95 the mean over the thresholds 0.50:0.05:0.95 as well.
+With ``keys="name"`` (``detect eval`` / ``detect train`` on a paired image dataset) frames are
+keyed by image name instead of stamp: a YOLO file is ``<image name>.txt``, a COCO image is its
+``file_name``'s stem and the JSON format's keys are image names.
 """
 
 from __future__ import annotations
@@ -37,21 +38,21 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import yaml
 
-IOU_THRESHOLDS = tuple(np.round(np.arange(0.50, 0.951, 0.05), 2))
+from mex_fusion_ros.eval.detection_metrics import LabeledBox
+
 #: How far YOLO fractions may stray outside [0, 1]: the tools that write them round (6 decimals,
 #: or a box computed from whole pixels), and a label a hair outside the image is still a label.
 YOLO_TOLERANCE = 1e-3
 YOLO_CLASSES_FILE = "classes.txt"
 YOLO_DATA_FILE = "data.yaml"
 LABEL_FORMATS = ("json", "yolo", "coco")
+#: What frames are keyed by: the RGB header stamp in ns (bags) or the image name (paired datasets).
+LABEL_KEYS = ("stamp", "name")
 _STAMP = re.compile(r"[0-9]+")
 _CLASS_ID = re.compile(r"[0-9]+(\.0*)?")  # ultralytics writes ints; some converters write "3.0"
 _JSON_EXPECTED = '{"frames": {"<stamp ns>": [["class", x0, y0, x1, y1], ...]}}'
@@ -63,22 +64,8 @@ class LabelError(ValueError):
 
 
 @dataclass(frozen=True)
-class LabeledBox:
-    label: str
-    box: tuple[float, float, float, float]
-
-
-@dataclass(frozen=True)
-class ScoredBox:
-    frame: int
-    label: str
-    score: float
-    box: tuple[float, float, float, float]
-
-
-@dataclass(frozen=True)
 class LabelSet:
-    """Labels as read: stamp (ns) -> boxes, in pixels, or for YOLO txt in fractions of the image.
+    """Labels as read: stamp (ns) or image name -> boxes, in pixels, or for YOLO txt in fractions of the image.
 
     Reading validates everything; only the conversion of YOLO fractions to pixels waits for the
     image size (``boxes_at`` / ``in_pixels``).
@@ -86,14 +73,17 @@ class LabelSet:
 
     path: Path
     format: str  # one of LABEL_FORMATS
-    frames: dict[int, list[LabeledBox]]
+    frames: dict[int | str, list[LabeledBox]]
+    #: The class names the file declares, in id order (YOLO names file, COCO categories, the JSON's
+    #: "classes"); None when it declares none.
+    classes: tuple[str, ...] | None = None
 
     @property
     def normalised(self) -> bool:
         """True when the boxes are fractions of the image width / height (YOLO txt)."""
         return self.format == "yolo"
 
-    def boxes_at(self, stamp: int, image_size: tuple[int, int] | None = None) -> list[LabeledBox]:
+    def boxes_at(self, stamp: int | str, image_size: tuple[int, int] | None = None) -> list[LabeledBox]:
         """The boxes of one frame in pixels (none when the frame is not in the labels)."""
         boxes = self.frames.get(stamp, [])
         if not self.normalised:
@@ -104,7 +94,7 @@ class LabelSet:
             for b in boxes
         ]
 
-    def in_pixels(self, image_size: tuple[int, int] | None = None) -> dict[int, list[LabeledBox]]:
+    def in_pixels(self, image_size: tuple[int, int] | None = None) -> dict[int | str, list[LabeledBox]]:
         """Stamp (ns) -> boxes in pixels; ``image_size`` = (width, height) is needed for YOLO txt."""
         return {stamp: self.boxes_at(stamp, image_size) for stamp in self.frames}
 
@@ -120,17 +110,26 @@ class LabelSet:
         return width, height
 
 
-def read_labels(path: str | Path) -> LabelSet:
-    """Read and validate labels in any of the three formats (module docstring); ``LabelError`` if malformed."""
+def read_labels(path: str | Path, keys: str = "stamp") -> LabelSet:
+    """Read and validate labels in any of the three formats (module docstring); ``LabelError`` if malformed.
+
+    ``keys``: ``"stamp"`` (bags: frames keyed by RGB header stamp in ns, ints) or ``"name"`` (paired
+    image datasets: frames keyed by image name, strings).
+    """
+    if keys not in LABEL_KEYS:
+        raise ValueError(f"keys must be one of {LABEL_KEYS}, got {keys!r}")
     path = Path(path)
     if path.is_dir():
-        return LabelSet(path, "yolo", _read_yolo_dir(path))
+        names = _yolo_names(path)
+        classes = tuple(names[i] for i in sorted(names)) if names is not None else None
+        return LabelSet(path, "yolo", _read_yolo_dir(path, names, keys), classes)
     if not path.exists():
         raise LabelError(f"labels file {path} does not exist")
     if path.suffix.lower() == ".txt":
+        per_frame = "<stamp ns>.txt" if keys == "stamp" else "<image name>.txt"
         raise LabelError(
             f"labels file {path} is a single text file; for YOLO txt labels pass the directory that holds "
-            "one <stamp ns>.txt per frame"
+            f"one {per_frame} per frame"
         )
     try:
         document = json.loads(_read_text(path))
@@ -139,9 +138,12 @@ def read_labels(path: str | Path) -> LabelSet:
     except ValueError as exc:  # JSONDecodeError, or an integer literal too long to convert
         raise LabelError(f"labels file {path} is malformed: not JSON ({exc})") from None
     if isinstance(document, dict) and "images" in document and "annotations" in document:
-        return LabelSet(path, "coco", _parse_coco(document, path))
+        frames, classes = _parse_coco(document, path, keys)
+        return LabelSet(path, "coco", frames, classes)
     if isinstance(document, dict) and "frames" in document:
-        return LabelSet(path, "json", _parse_frames(document["frames"], path))
+        classes = document.get("classes")
+        declared = tuple(classes) if isinstance(classes, list) and all(isinstance(c, str) for c in classes) else None
+        return LabelSet(path, "json", _parse_frames(document["frames"], path, keys), declared)
     raise LabelError(
         f"labels file {path} is malformed: expected {_JSON_EXPECTED} or a COCO file {_COCO_EXPECTED}, "
         f"got {_short(document)}"
@@ -197,13 +199,13 @@ def _stamp_key(text: object, path: Path, where: str) -> int:
     raise _malformed(path, where, f"stamp must be the header stamp in ns (digits), got {_short(text)}")
 
 
-def _parse_frames(frames: object, path: Path) -> dict[int, list[LabeledBox]]:
-    """The project's JSON: ``{"<stamp ns>": [["class", x0, y0, x1, y1], ...]}``."""
+def _parse_frames(frames: object, path: Path, keys: str = "stamp") -> dict[int | str, list[LabeledBox]]:
+    """The project's JSON: ``{"<stamp ns>": [["class", x0, y0, x1, y1], ...]}`` (or image names)."""
     if not isinstance(frames, dict):
         raise _malformed(path, '"frames"', f"expected {_JSON_EXPECTED}, got {_short(frames)}")
-    labels: dict[int, list[LabeledBox]] = {}
+    labels: dict[int | str, list[LabeledBox]] = {}
     for key, boxes in frames.items():
-        stamp = _stamp_key(key, path, f"frame {_short(key)}")
+        stamp = _stamp_key(key, path, f"frame {_short(key)}") if keys == "stamp" else key
         if stamp in labels:
             raise _malformed(path, f"frame {_short(key)}", f"stamp {stamp} given twice")
         if not isinstance(boxes, list):
@@ -224,19 +226,23 @@ def _parse_frames(frames: object, path: Path) -> dict[int, list[LabeledBox]]:
 
 
 # ---------------------------------------------------------------------------------------- YOLO txt
-def _read_yolo_dir(directory: Path) -> dict[int, list[LabeledBox]]:
-    names = _yolo_names(directory)
+def _read_yolo_dir(
+    directory: Path, names: dict[int, str] | None, keys: str = "stamp"
+) -> dict[int | str, list[LabeledBox]]:
     try:
         files = sorted(
             p for p in directory.iterdir() if p.suffix.lower() == ".txt" and p.name != YOLO_CLASSES_FILE and p.is_file()
         )
     except OSError as exc:
         raise LabelError(f"labels directory {directory} cannot be read: {exc}") from None
-    frames: dict[int, list[LabeledBox]] = {}
+    frames: dict[int | str, list[LabeledBox]] = {}
     for file in files:
-        if not _STAMP.fullmatch(file.stem):
+        if keys == "name":
+            stamp: int | str = file.stem
+        elif not _STAMP.fullmatch(file.stem):
             raise _malformed(file, None, "YOLO label files must be named <RGB header stamp in ns>.txt")
-        stamp = int(file.stem)
+        else:
+            stamp = int(file.stem)
         if stamp in frames:
             raise _malformed(file, None, f"a second file for stamp {stamp} (leading zeros?)")
         frames[stamp] = [
@@ -245,8 +251,9 @@ def _read_yolo_dir(directory: Path) -> dict[int, list[LabeledBox]]:
             if line.strip()
         ]
     if not frames:
+        per_frame = "<stamp ns>.txt" if keys == "stamp" else "<image name>.txt"
         raise LabelError(
-            f"labels directory {directory} holds no YOLO label files; expected one <stamp ns>.txt per labelled frame"
+            f"labels directory {directory} holds no YOLO label files; expected one {per_frame} per labelled frame"
         )
     return frames
 
@@ -380,7 +387,16 @@ def _coco_stamp(image: dict, path: Path, where: str) -> int:
     )
 
 
-def _parse_coco(document: dict, path: Path) -> dict[int, list[LabeledBox]]:
+def _coco_name(image: dict, path: Path, where: str) -> str:
+    name = image.get("file_name")
+    if isinstance(name, str) and name.strip():
+        return Path(re.split(r"[\\/]", name)[-1]).stem
+    raise _malformed(path, where, f'an image needs a "file_name" (its stem is the image name), got {_short(name)}')
+
+
+def _parse_coco(
+    document: dict, path: Path, keys: str = "stamp"
+) -> tuple[dict[int | str, list[LabeledBox]], tuple[str, ...]]:
     images, annotations = _coco_list(document, "images", path), _coco_list(document, "annotations", path)
     categories = _coco_list(document, "categories", path)
     names: dict[int | str, str] = {}
@@ -394,8 +410,8 @@ def _parse_coco(document: dict, path: Path) -> dict[int, list[LabeledBox]]:
         if category_id in names:
             raise _malformed(path, where, f"category id {category_id!r} given twice")
         names[category_id] = category["name"]
-    stamps: dict[int | str, int] = {}
-    frames: dict[int, list[LabeledBox]] = {}
+    stamps: dict[int | str, int | str] = {}
+    frames: dict[int | str, list[LabeledBox]] = {}
     for index, image in enumerate(images):
         where = f"images[{index}]"
         if not isinstance(image, dict):
@@ -403,9 +419,9 @@ def _parse_coco(document: dict, path: Path) -> dict[int, list[LabeledBox]]:
         image_id = _coco_id(image, "id", path, where)
         if image_id in stamps:
             raise _malformed(path, where, f"image id {image_id!r} given twice")
-        stamp = _coco_stamp(image, path, where)
+        stamp = _coco_stamp(image, path, where) if keys == "stamp" else _coco_name(image, path, where)
         if stamp in frames:
-            raise _malformed(path, where, f"stamp {stamp} belongs to two images")
+            raise _malformed(path, where, f"{keys} {stamp} belongs to two images")
         stamps[image_id] = stamp
         frames[stamp] = []
     for index, annotation in enumerate(annotations):
@@ -430,82 +446,4 @@ def _parse_coco(document: dict, path: Path) -> dict[int, list[LabeledBox]]:
         if w < 0 or h < 0:
             raise _malformed(path, where, f"bbox width and height must be >= 0, got {bbox}")
         frames[stamps[image_id]].append(LabeledBox(names[category_id], (x, y, x + w, y + h)))
-    return frames
-
-
-def iou(box: Sequence[float], boxes: np.ndarray) -> np.ndarray:
-    """IoU of one ``(x0, y0, x1, y1)`` box with each row of ``boxes`` ``(N, 4)``."""
-    if len(boxes) == 0:
-        return np.zeros(0)
-    x0 = np.maximum(box[0], boxes[:, 0])
-    y0 = np.maximum(box[1], boxes[:, 1])
-    x1 = np.minimum(box[2], boxes[:, 2])
-    y1 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + areas - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
-def average_precision(
-    detections: Iterable[ScoredBox], truths: Mapping[int, Sequence[LabeledBox]], label: str, threshold: float
-) -> float | None:
-    """COCO-style AP of ``label`` at one IoU threshold; None when the class has no label at all."""
-    truth_boxes = {
-        frame: np.array([b.box for b in boxes if b.label == label], dtype=np.float64).reshape(-1, 4)
-        for frame, boxes in truths.items()
-    }
-    total = sum(len(boxes) for boxes in truth_boxes.values())
-    if total == 0:
-        return None
-    ranked = sorted((d for d in detections if d.label == label and d.frame in truths), key=lambda d: -d.score)
-    used = {frame: np.zeros(len(boxes), dtype=bool) for frame, boxes in truth_boxes.items()}
-    hits = np.zeros(len(ranked))
-    for index, detection in enumerate(ranked):
-        overlaps = iou(detection.box, truth_boxes[detection.frame])
-        if overlaps.size == 0:
-            continue
-        overlaps[used[detection.frame]] = -1.0  # each label matches one detection at most
-        best = int(np.argmax(overlaps))
-        if overlaps[best] >= threshold:
-            used[detection.frame][best] = True
-            hits[index] = 1.0
-    true_positives = np.cumsum(hits)
-    recall = true_positives / total
-    precision = true_positives / np.arange(1, len(ranked) + 1) if len(ranked) else np.zeros(0)
-    # Monotone precision envelope, then 101 recall samples (COCO).
-    envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
-    samples = []
-    for r in np.linspace(0.0, 1.0, 101):
-        reached = np.searchsorted(recall, r, side="left")
-        samples.append(envelope[reached] if reached < len(envelope) else 0.0)
-    return float(np.mean(samples))
-
-
-def mean_average_precision(
-    detections: Sequence[ScoredBox], truths: Mapping[int, Sequence[LabeledBox]], classes: Iterable[str] | None = None
-) -> dict:
-    """``{"mAP50", "mAP50-95", "per_class": {class: {"AP50", "AP50-95"}}, "frames"}`` over labelled classes."""
-    names = sorted({b.label for boxes in truths.values() for b in boxes} if classes is None else set(classes))
-    per_class: dict[str, dict[str, float]] = {}
-    for name in names:
-        at = [average_precision(detections, truths, name, t) for t in IOU_THRESHOLDS]
-        if at[0] is None:
-            continue
-        per_class[name] = {"AP50": at[0], "AP50-95": float(np.mean(at))}
-    if not per_class:
-        return {"mAP50": None, "mAP50-95": None, "per_class": {}, "frames": len(truths)}
-    return {
-        "mAP50": float(np.mean([v["AP50"] for v in per_class.values()])),
-        "mAP50-95": float(np.mean([v["AP50-95"] for v in per_class.values()])),
-        "per_class": per_class,
-        "frames": len(truths),
-    }
-
-
-def count_by_class(labels: Iterable[str]) -> dict[str, int]:
-    counts: dict[str, int] = defaultdict(int)
-    for label in labels:
-        counts[label] += 1
-    return dict(counts)
+    return frames, tuple(dict.fromkeys(names.values()))

@@ -85,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
     from mex_fusion_ros.bag.report import summarise, write_report
     from mex_fusion_ros.config import load_config
 
-    node_params = dict(load_config(args.config)["fusion_node"])
-    if args.thermal_offset is not None:
-        node_params["sync.thermal_offset"] = args.thermal_offset
+    # The command-line values go through the same validator as the file (range, finite numbers).
+    overrides = {name: value for name, value in (("sync.thermal_offset", args.thermal_offset),
+                                                 ("sync.slop", args.slop)) if value is not None}
+    node_params = dict(load_config(args.config, overrides={"fusion_node": overrides})["fusion_node"])
     bag = Path(args.bag)
     out = Path(args.out) if args.out else bag.parent / f"{bag.name}_eval"
     settings = BagEvalSettings(
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         out=out,
         node_params=node_params,
         sync_mode=args.sync_mode,
-        slop=args.slop,
+        slop=node_params["sync.slop"] if args.slop is not None else None,
         thermal_topic=args.thermal_topic,
         rgb_topic=args.rgb_topic,
         device=args.device,
@@ -118,13 +119,15 @@ def run(args: argparse.Namespace) -> int:
 
 def print_outcome(outcome, summary: dict) -> None:
     """A few lines on the console: pairs, problems, timing and the headline metrics per method."""
+    from mex_fusion_ros.bag.report import bag_problem_text
+
     sync = outcome.sync
     print(
         f"{outcome.pairs_processed} pairs processed ({sync['thermal']['received']} thermal, "
         f"{sync['rgb']['received']} RGB frames read; sync {sync['mode']}, slop {sync['slop_s'] * 1e3:.0f} ms)"
     )
     if outcome.stopped_early:
-        print(f"WARNING: the bag ended early: {outcome.stopped_early}")
+        print(f"WARNING: {bag_problem_text(outcome.stopped_early, outcome.pairs_processed)}")
     for problem, count in outcome.problems.items():
         print(f"WARNING: {problem}: {count}")
     for failure, count in outcome.failures.items():

@@ -40,14 +40,7 @@ from mex_fusion_ros.bag import (
     TIMELINE_SIDECAR,
     TIMELINE_TOPIC,
 )
-from mex_fusion_ros.bag.detection import (
-    LabelError,
-    LabelSet,
-    ScoredBox,
-    count_by_class,
-    mean_average_precision,
-    read_labels,
-)
+from mex_fusion_ros.bag.detection import LabelError, LabelSet, read_labels
 from mex_fusion_ros.bag.make import OBJECTS_SIDECAR
 from mex_fusion_ros.bag.reader import BagError, BagReader, ImageMessage, read_json_sidecar
 from mex_fusion_ros.bag.timeline import (
@@ -61,6 +54,7 @@ from mex_fusion_ros.bag.writer import BagWriter
 from mex_fusion_ros.codec.agc import ThermalAGC
 from mex_fusion_ros.config import default_parameters
 from mex_fusion_ros.data.degradations import DEGRADATION_TYPES
+from mex_fusion_ros.eval.detection_metrics import ScoredBox, count_by_class, mean_average_precision
 from mex_fusion_ros.fusion.base import FusionResult
 from mex_fusion_ros.nodes.pipeline import FusionPipeline, to_uint8
 from mex_fusion_ros.sync.synchronizer import SYNC_MODES, FramePair, PairSynchronizer, StampedFrame

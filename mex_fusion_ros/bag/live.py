@@ -176,6 +176,13 @@ class BagPlayer:
     def play(self) -> PlayStats:
         """Publish the bag (blocking) until it ends (or, looping, until ``stop()``)."""
         start = time.monotonic()
+        try:
+            self._play()
+        finally:  # also when interrupted (Ctrl-C ends a --loop)
+            self.stats.wall_s = time.monotonic() - start
+        return self.stats
+
+    def _play(self) -> None:
         first_ns = self.bag_start_ns + round(self.start_offset * 1e9)
         while not self.stop_event.is_set():
             wall_start = time.monotonic()
@@ -201,8 +208,6 @@ class BagPlayer:
             self.stats.loops += 1
             if not self.loop:
                 break
-        self.stats.wall_s = time.monotonic() - start
-        return self.stats
 
     def start(self) -> None:
         """Play in a background thread (``join()`` waits for the end, ``stop()`` ends it early)."""

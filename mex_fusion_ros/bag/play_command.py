@@ -12,7 +12,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--start-offset", type=float, default=0.0, metavar="S", help="skip the first S seconds of the bag"
     )
-    parser.add_argument("--loop", action="store_true", help="start again at the end (until Ctrl-C)")
+    parser.add_argument(
+        "--loop",
+        action="store_true",
+        help="start again at the end (until Ctrl-C); the stamps repeat, and fusion_node restarts its "
+        "pairing at each pass",
+    )
     parser.add_argument(
         "--clock",
         action="store_true",
@@ -59,9 +64,14 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"playing {args.bag}: {', '.join(player.topics)} at {args.rate}x{' (loop)' if args.loop else ''}"
         )
-        stats = player.play()
+        try:
+            stats = player.play()
+        except KeyboardInterrupt:  # the way a --loop ends: still say what was published
+            player.stop()
+            stats = player.stats
         total = sum(stats.published.values())
-        print(f"published {total} messages in {stats.wall_s:.1f} s ({stats.late} more than 10 ms late)")
+        passes = f" over {stats.loops} passes" if args.loop else ""
+        print(f"published {total} messages{passes} in {stats.wall_s:.1f} s ({stats.late} more than 10 ms late)")
     except KeyboardInterrupt:
         if player is not None:
             player.stop()

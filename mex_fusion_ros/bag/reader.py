@@ -1,17 +1,19 @@
-"""Read image topics out of rosbag2 bags (MCAP or sqlite3) with ``rosbags``, decoded by the codec.
+"""Read image topics out of rosbag2 bags (MCAP or sqlite3), decoded by the codec, past any damage.
 
 Every way a bag can be unusable ends in one ``BagError`` whose message names the bag and the
-problem: not a bag, truncated or corrupt storage, a topic that is missing, of the wrong type or
-empty. Problems with single messages do not stop a read: header stamps going backwards are
-counted and warned about once per topic, undecodable messages are counted and skipped
-(``BagReader.problems`` holds the counts), so an evaluation can report what it could process.
+problem: not a bag, storage with no intact message, a topic that is missing, of the wrong type or
+empty. Damage in the storage does not stop a read: a damaged MCAP chunk or sqlite3 page costs its
+own messages, which are counted (``BagReader.lost_messages``, ``problems``), and everything before
+and after it is read (``mcap_salvage``, ``sqlite_salvage``); ``BagReader.salvaged`` says what was
+wrong. Problems with single messages do not stop it either: header stamps going backwards are
+counted and warned about once per topic, undecodable messages are counted and skipped, so an
+evaluation can report what it could process.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import struct
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -19,17 +21,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 from rosbags.rosbag2 import Reader
-from rosbags.rosbag2.errors import ReaderError
 from rosbags.serde import SerdeError
 
 from mex_fusion_ros.bag import COMPRESSED_IMAGE_MSGTYPE, IMAGE_MSGTYPE, STRING_MSGTYPE
-from mex_fusion_ros.bag.mcap_salvage import McapSalvageError, McapSalvager
+from mex_fusion_ros.bag.mcap_salvage import McapFile, McapSalvageError
+from mex_fusion_ros.bag.sqlite_salvage import SqliteFile, SqliteSalvageError
 from mex_fusion_ros.bag.typestore import TYPESTORE, BagError, ensure_msgtype, register_definition
 from mex_fusion_ros.codec.image_codec import ImageCodecError, decode_compressed, decode_image, to_rgb
 
 LOG = logging.getLogger(__name__)
 IMAGE_TYPES = (IMAGE_MSGTYPE, COMPRESSED_IMAGE_MSGTYPE)
+#: What deserialising and decoding damaged bytes raises (rosbags' CDR reader and numpy as much as
+#: the codec): the message is counted and skipped, never the end of the read.
+UNDECODABLE = (SerdeError, ImageCodecError, ValueError, TypeError, IndexError, KeyError, AssertionError,
+               struct.error, OverflowError, MemoryError)
+#: Keys rosbag2's metadata.yaml must hold for the bag to be read from it.
+METADATA_KEYS = ("version", "storage_identifier", "relative_file_paths", "duration", "starting_time",
+                 "message_count", "topics_with_message_count")
 
 
 @dataclass(frozen=True)
@@ -75,64 +85,104 @@ def _stamp_ns(header) -> int:
 
 
 class BagReader:
-    """An open bag. Use as a context manager; iterating twice reads the bag twice."""
+    """An open bag. Use as a context manager; iterating twice reads the bag twice.
+
+    Metadata (topics, counts, times, stored definitions) comes from ``rosbags`` when it can read
+    the bag. Messages are always read by the project's own storage readers (``mcap_salvage``,
+    ``sqlite_salvage``), which go on past damage: a damaged chunk or page costs its own messages,
+    counted, and every readable message before and after it is read. When ``rosbags`` cannot
+    open the bag (no or a broken ``metadata.yaml``, a cut-off recording), the storage files are
+    read through once to index them. ``salvaged`` says what was wrong and what was read anyway.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise BagError(f"bag {self.path} does not exist")
         self.problems: Counter[str] = Counter()
-        #: Set when the bag is a truncated MCAP recording read record by record (see ``mcap_salvage``).
-        self.salvaged: str | None = None
         self._reader: Reader | None = None
+        self._files: list[McapFile | SqliteFile] = []
+        #: What is wrong with metadata.yaml (None: nothing, or a bare storage file).
+        self._metadata_problem: str | None = None
+        #: Messages read per topic by the last complete pass over it.
+        self._read: Counter[str] = Counter()
+        self._index: dict[str, TopicSummary] = {}
+        self._index_times = (0, 0, 0)
+        cause: Exception | None = None
         try:
-            self._reader = Reader(self.path)
-            self._reader.open()
-        except (ReaderError, FileNotFoundError, OSError, sqlite3.DatabaseError, KeyError, ValueError) as exc:
-            self._reader = None
-            mcap_files = self._mcap_files()
-            if not mcap_files:
-                raise BagError(
-                    f"{self.path} is not a readable rosbag2 bag (truncated, corrupt or not a bag): {exc}"
-                ) from exc
-            self._salvage(mcap_files, exc)
+            reader = Reader(self.path)
+            reader.open()
+            self._reader = reader
+            # Kept for after close(): what was lost is still known once the bag is closed.
+            self._index = {name: TopicSummary(name, info.msgtype or "(several types)", info.msgcount)
+                           for name, info in reader.topics.items()}
+        except Exception as exc:  # noqa: BLE001 - rosbags parses untrusted files: any error means "cannot read"
+            cause = exc
+        try:
+            self._open_storage(cause)
+            if self._reader is None:
+                self._index_storage(cause)
+                self._metadata_problem = self._metadata_status(cause)
+                LOG.warning("%s", self.salvaged)
+        except BaseException:
+            self.close()
+            raise
 
-    def _mcap_files(self) -> list[Path]:
-        if self.path.is_dir():
-            return sorted(self.path.glob("*.mcap"))
-        return [self.path] if self.path.suffix == ".mcap" else []
+    def _storage_files(self) -> list[Path]:
+        """The bag's storage files: those metadata.yaml lists when it can say, else those present."""
+        if not self.path.is_dir():
+            return [self.path] if self.path.suffix in (".mcap", ".db3") else []
+        listed = _metadata_document(self.path).get("relative_file_paths") if self._reader is not None else None
+        if isinstance(listed, list) and listed:
+            files = [self.path / Path(str(name)).name for name in listed]
+            if all(file.is_file() for file in files):
+                return files
+        return sorted(p for p in self.path.iterdir() if p.suffix in (".mcap", ".db3") and p.is_file())
 
-    def _salvage(self, files: list[Path], cause: Exception) -> None:
-        """Index a truncated MCAP recording by reading it through once, record by record."""
-        counts: Counter[tuple[str, str]] = Counter()
-        times: list[int] = []
-        reasons = []
+    def _open_storage(self, cause: Exception | None) -> None:
+        files = self._storage_files()
+        if not files:
+            what = "holds no .mcap or .db3 storage file" if self.path.is_dir() else "is not a .mcap or .db3 file"
+            raise BagError(f"{self.path} is not a readable rosbag2 bag: it {what}")
         for file in files:
-            salvager = McapSalvager(file)
             try:
-                for message in salvager.messages():
-                    counts[(message.topic, message.msgtype)] += 1
-                    times.append(message.log_time_ns)
-            except McapSalvageError as exc:
-                raise BagError(
-                    f"{self.path} is not a readable rosbag2 bag (truncated, corrupt or not a bag): "
-                    f"{cause}; {exc}"
-                ) from exc
-            if salvager.report.reason:
-                reasons.append(f"{file.name}: {salvager.report.reason}")
-        if not counts:
-            raise BagError(f"{self.path} is truncated or corrupt and holds no intact message ({cause})")
-        self._salvage_files = files
-        self._salvage_topics = {
-            topic: TopicSummary(topic, msgtype, n) for (topic, msgtype), n in counts.items()
-        }
-        self._salvage_times = (min(times), max(times), len(times))
-        self.salvaged = (
-            f"{self.path} is truncated ({'; '.join(reasons) or cause}); "
-            f"read the {len(times)} intact messages before the cut"
-        )
-        self.problems["bag truncated: read up to the cut"] += 1
-        LOG.warning("%s", self.salvaged)
+                self._files.append(McapFile(file) if file.suffix == ".mcap" else SqliteFile(file))
+            except (McapSalvageError, SqliteSalvageError) as exc:
+                because = f" (rosbags: {cause})" if cause is not None else ""
+                raise BagError(f"{self.path} is not a readable rosbag2 bag: {exc}{because}") from exc
+
+    def _metadata_status(self, cause: Exception | None) -> str | None:
+        """What is wrong with ``metadata.yaml``, for a bag ``rosbags`` could not open."""
+        if not self.path.is_dir():
+            return None if self.damage or cause is None else f"cannot be read by rosbags ({_one_line(cause)})"
+        metadata = self.path / "metadata.yaml"
+        if not metadata.exists():
+            return "has no metadata.yaml"
+        problem = _metadata_problem(metadata)
+        if problem is not None:
+            return f"has a broken metadata.yaml ({problem})"
+        if self.damage or cause is None:  # the storage's damage is why rosbags failed; it is reported
+            return None
+        return f"cannot be read by rosbags ({_one_line(cause)})"
+
+    def _index_storage(self, cause: Exception | None) -> None:
+        """Without usable metadata: read the storage through once for its topics, counts and times."""
+        counts: Counter[tuple[str, str]] = Counter()
+        first, last, total = None, None, 0
+        for storage in self._files:
+            for message in storage.messages():
+                counts[(message.topic, message.msgtype)] += 1
+                total += 1
+                first = message.log_time_ns if first is None else min(first, message.log_time_ns)
+                last = message.log_time_ns if last is None else max(last, message.log_time_ns)
+        if not total:
+            damage = "; ".join(str(d) for storage in self._files for d in storage.damage)
+            reason = damage or (_one_line(cause) if cause is not None else "no messages")
+            raise BagError(f"{self.path} is truncated or corrupt and holds no intact message ({reason})")
+        self._index = {topic: TopicSummary(topic, msgtype, n) for (topic, msgtype), n in counts.items()}
+        self._index_times = (first or 0, last or 0, total)
+        for (topic, _), n in counts.items():
+            self._read[topic] = n
 
     def __enter__(self) -> BagReader:
         return self
@@ -143,43 +193,102 @@ class BagReader:
     def close(self) -> None:
         if self._reader is not None and self._reader.is_open:
             self._reader.close()
+        for storage in self._files:
+            storage.close()
+
+    # ------------------------------------------------------------------ what is wrong
+    @property
+    def damage(self) -> list[str]:
+        """Every damage found in the storage files so far, one line each (file, where, what, cost)."""
+        return [f"{storage.path.name} {d}" for storage in self._files for d in storage.damage]
+
+    @property
+    def truncated(self) -> bool:
+        return any(not storage.complete for storage in self._files)
+
+    def _expected(self, topic: str) -> int | None:
+        """The message count of ``topic`` the bag's own records state (None when none does)."""
+        if self._reader is not None:
+            return self.topics.get(topic, TopicSummary(topic, "", 0)).count
+        if self.path.is_dir() and _metadata_problem(self.path / "metadata.yaml") is None:
+            # metadata.yaml is whole (the storage is what is damaged): it states the counts.
+            for entry in _metadata_document(self.path).get("topics_with_message_count") or []:
+                try:
+                    if entry["topic_metadata"]["name"] == topic:
+                        return int(entry["message_count"])
+                except (KeyError, TypeError, ValueError):
+                    break
+        stated: Counter[str] = Counter()
+        for storage in self._files:
+            counts = storage.indexed_counts() if isinstance(storage, McapFile) else storage.counts()
+            if counts is None:
+                return None
+            stated.update(counts)
+        return stated[topic]
+
+    def lost_messages(self) -> dict[str, int]:
+        """Per topic read through: messages the bag's records state minus those read (when > 0)."""
+        lost = {}
+        for topic, read in self._read.items():
+            expected = self._expected(topic)
+            if expected is not None and expected > read:
+                lost[topic] = expected - read
+        return lost
+
+    @property
+    def salvaged(self) -> str | None:
+        """One line on what is wrong with the bag and what was read anyway; None when nothing is."""
+        damage, lost = self.damage, self.lost_messages()
+        if self._metadata_problem is None and not damage and not lost:
+            return None
+        what = []
+        if self._metadata_problem:
+            what.append(self._metadata_problem)
+        if self.truncated:
+            what.append("is truncated")
+        if any(not line.split(": ", 1)[1].startswith("cut off") for line in damage) or (lost and not damage):
+            what.append("is damaged")
+        text = f"{self.path} {' and '.join(what)}"
+        if damage:
+            text += f" ({'; '.join(damage)})"
+        read = sum(self._read.values())
+        storage = ", ".join(storage.path.name for storage in self._files)
+        if self.truncated:
+            text += f"; read the {read} intact messages before the cut"
+        elif damage or lost:
+            text += f"; read {read} messages, every intact one"
+        else:
+            text += f"; {read} messages were read from {storage}, which shows no damage"
+        if lost:
+            per_topic = ", ".join(f"{n} on {topic}" for topic, n in sorted(lost.items()))
+            text += f"; {sum(lost.values())} lost ({per_topic})"
+        return text
 
     # ------------------------------------------------------------------ metadata
     @property
     def topics(self) -> dict[str, TopicSummary]:
         """Topic name -> type and message count as the bag's index states them."""
-        if self._reader is None:
-            return dict(self._salvage_topics)
-        return {
-            name: TopicSummary(name, info.msgtype or "(several types)", info.msgcount)
-            for name, info in self._reader.topics.items()
-        }
+        return dict(self._index)
 
     @property
     def message_count(self) -> int:
-        return self._salvage_times[2] if self._reader is None else self._reader.message_count
+        return self._index_times[2] if self._reader is None else self._reader.message_count
 
     @property
     def start_time_ns(self) -> int:
         if self._reader is None:
-            return self._salvage_times[0]
+            return self._index_times[0]
         return self._reader.start_time if self._reader.message_count else 0
 
     @property
     def duration_ns(self) -> int:
         if self._reader is None:
-            return self._salvage_times[1] - self._salvage_times[0]
+            return self._index_times[1] - self._index_times[0]
         return self._reader.duration
 
     @property
     def storage(self) -> str:
-        if self._reader is None:
-            return "mcap"
-        if self.path.is_dir():
-            metadata = self.path / "metadata.yaml"
-            text = metadata.read_text() if metadata.exists() else ""
-            return "mcap" if "storage_identifier: mcap" in text else "sqlite3"
-        return "mcap" if self.path.suffix == ".mcap" else "sqlite3"
+        return "mcap" if all(isinstance(storage, McapFile) for storage in self._files) else "sqlite3"
 
     @property
     def custom_data(self) -> dict[str, str]:
@@ -218,41 +327,24 @@ class BagReader:
 
     # ------------------------------------------------------------------ messages
     def _raw_messages(self, topics: Iterable[str]) -> Iterator[tuple[str, str, int, bytes]]:
-        """``(topic, msgtype, log_time_ns, cdr)`` of ``topics`` in storage order."""
+        """``(topic, msgtype, log_time_ns, cdr)`` of ``topics``, each storage file in log-time order.
+
+        Damage in the storage never stops the read (see the class docstring); once a pass over
+        ``topics`` is complete, the messages it lost are counted in ``problems``.
+        """
         wanted = set(topics)
-        if self._reader is None:
-            for file in self._salvage_files:
-                for message in McapSalvager(file).messages():
-                    if message.topic in wanted:
-                        yield message.topic, message.msgtype, message.log_time_ns, message.data
-            return
-        connections = [c for c in self._reader.connections if c.topic in wanted]
-        if not connections:
-            return
-        iterator = self._reader.messages(connections=connections)
-        read = 0
-        while True:
-            try:
-                item = next(iterator)
-            except StopIteration:
-                return
-            except (
-                ReaderError,
-                sqlite3.DatabaseError,
-                OSError,
-                EOFError,
-                ValueError,
-                KeyError,
-                IndexError,
-                AssertionError,
-            ) as exc:
-                # Storage-level damage: nothing after this point can be trusted.
-                raise BagError(
-                    f"{self.path} is truncated or corrupt after {read} messages: {type(exc).__name__}: {exc}"
-                ) from exc
-            read += 1
-            connection, log_time, raw = item
-            yield connection.topic, connection.msgtype, log_time, raw
+        stated_types = {name: summary.msgtype for name, summary in self.topics.items()}
+        read: Counter[str] = Counter()
+        for storage in self._files:
+            for message in storage.messages(wanted):
+                read[message.topic] += 1
+                msgtype = stated_types.get(message.topic) or message.msgtype
+                yield message.topic, msgtype, message.log_time_ns, message.data
+        for topic in wanted:
+            self._read[topic] = read[topic]
+        for topic, lost in self.lost_messages().items():
+            if topic in wanted:
+                self.problems[f"messages lost on {topic} (damaged storage)"] = lost
 
     def iter_images(self, topics: Iterable[str]) -> Iterator[ImageMessage]:
         """Image messages of ``topics`` in bag (log time) order, decoded by the codec.
@@ -279,7 +371,7 @@ class BagReader:
                     encoding = (
                         "rgb8" if image.ndim == 3 else ("mono16" if image.dtype == np.uint16 else "mono8")
                     )
-            except (ImageCodecError, ValueError, TypeError, IndexError, AssertionError) as exc:
+            except UNDECODABLE as exc:
                 self._skip_undecodable(topic, types[topic], log_time, exc)
                 continue
             stamp = _stamp_ns(msg.header)
@@ -306,7 +398,12 @@ class BagReader:
         if summary.msgtype != STRING_MSGTYPE:
             raise BagError(f"topic {topic} in {self.path} holds {summary.msgtype}, expected {STRING_MSGTYPE}")
         for _, _, log_time, raw in self._raw_messages([topic]):
-            yield StringMessage(topic, int(log_time), TYPESTORE.deserialize_cdr(raw, STRING_MSGTYPE).data)
+            try:
+                text = TYPESTORE.deserialize_cdr(raw, STRING_MSGTYPE).data
+            except UNDECODABLE as exc:
+                self._skip_undecodable(topic, STRING_MSGTYPE, log_time, exc)
+                continue
+            yield StringMessage(topic, int(log_time), text)
 
     def type_hash(self, topic: str) -> str:
         """The RIHS01 type hash the bag stores for ``topic`` ("" when it stores none, e.g. Humble bags)."""
@@ -320,9 +417,9 @@ class BagReader:
         A stored RIHS01 hash that differs from the registered type's is a ``BagError``: deserialising
         with that definition would misread the bytes.
         """
-        if self._reader is None:  # salvaged MCAP: no stored definitions read, use the installed ones
+        if self._reader is None:  # indexed from the storage: no stored definitions read, use the installed ones
             for topic in topics:
-                ensure_msgtype(self._salvage_topics[topic].msgtype)
+                ensure_msgtype(self._index[topic].msgtype)
             return
         for connection in self._reader.connections:
             if connection.topic not in topics:
@@ -352,7 +449,7 @@ class BagReader:
         for topic, msgtype, log_time, raw in self._raw_messages(names):
             try:
                 msg = TYPESTORE.deserialize_cdr(raw, msgtype)
-            except (SerdeError, ValueError, TypeError, IndexError, AssertionError, struct.error) as exc:
+            except UNDECODABLE as exc:
                 self._skip_undecodable(topic, msgtype, log_time, exc)
                 continue
             yield BagMessage(topic, msgtype, int(log_time), msg)
@@ -418,3 +515,39 @@ def read_json_sidecar(bag_path: str | Path, name: str) -> dict | None:
         return json.loads(sidecar.read_text())
     except json.JSONDecodeError as exc:
         raise BagError(f"{sidecar} is not valid JSON: {exc}") from exc
+
+
+def _one_line(error: BaseException | None) -> str:
+    text = " ".join(str(error).split()) if error is not None else ""
+    return f"{type(error).__name__}: {text}" if error is not None and text else type(error).__name__
+
+
+def _metadata_document(bag: Path) -> dict:
+    """``rosbag2_bagfile_information`` of ``bag/metadata.yaml``, or {} when it cannot be read."""
+    try:
+        document = yaml.safe_load((bag / "metadata.yaml").read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    info = document.get("rosbag2_bagfile_information") if isinstance(document, dict) else None
+    return info if isinstance(info, dict) else {}
+
+
+def _metadata_problem(metadata: Path) -> str | None:
+    """Why ``metadata`` (a rosbag2 ``metadata.yaml``) is unusable, in a few words; None if it looks whole."""
+    try:
+        document = yaml.safe_load(metadata.read_text())
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text at byte {exc.start}"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        return f"not valid YAML{where}: {getattr(exc, 'problem', None) or _one_line(exc)}"
+    info = document.get("rosbag2_bagfile_information") if isinstance(document, dict) else None
+    if not isinstance(info, dict):
+        return "no rosbag2_bagfile_information mapping"
+    missing = [key for key in METADATA_KEYS if key not in info]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    return None

@@ -439,10 +439,8 @@ def write_report(outcome: BagEvalOutcome, out: Path, live: dict | None = None) -
         f"(including metrics and writing).</p>",
     ]
     if outcome.stopped_early:
-        parts.append(
-            f"<p class='warn'>The bag ended early: {html.escape(outcome.stopped_early)}. "
-            f"Everything below covers the {outcome.pairs_processed} pairs read before that.</p>"
-        )
+        problem = bag_problem_text(outcome.stopped_early, outcome.pairs_processed)
+        parts.append(f"<p class='warn'>{html.escape(problem)}</p>")
     if outcome.problems:
         parts.append(
             "<p class='warn'>Problems: "
@@ -573,3 +571,14 @@ def write_report(outcome: BagEvalOutcome, out: Path, live: dict | None = None) -
         f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
     )
     return {"json": json_path, "html": html_path}
+
+
+def bag_problem_text(problem: str, pairs: int) -> str:
+    """What happened to the bag, in the words the report and ``bag eval`` print.
+
+    A cut-off bag "ended early"; a damaged one (or one with broken metadata) was read on past the
+    damage, so its pairs are not only those before it.
+    """
+    if "truncated" in problem:
+        return f"The bag ended early: {problem}. Everything here covers the {pairs} pairs read before that."
+    return f"Bag problem: {problem}. Everything here covers the {pairs} pairs made from what could be read."

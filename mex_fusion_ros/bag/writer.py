@@ -4,7 +4,8 @@ Image messages get their fields from the project codec (``codec.image_codec.enco
 bag written here decodes with the same code the nodes use. Each message carries two times, and
 both are set: the header stamp (capture time, what synchronisers pair on) and the bag's receive
 time (log time, what players replay on); ``write_image`` uses the header stamp for both unless a
-separate ``log_time_ns`` is given.
+separate ``log_time_ns`` is given. MCAP chunks get their CRC-32 on close (``rosbags`` writes none),
+so that readers find a damaged chunk instead of decoding it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.errors import WriterError
 
 from mex_fusion_ros.bag import IMAGE_MSGTYPE, STRING_MSGTYPE
+from mex_fusion_ros.bag.mcap_salvage import write_chunk_crcs
 from mex_fusion_ros.bag.typestore import TYPESTORE, BagError, ensure_msgtype
 from mex_fusion_ros.codec.image_codec import encode_image
 
@@ -94,6 +96,11 @@ class BagWriter:
     def close(self) -> None:
         # Always close: an unclosed MCAP file has no summary and an unclosed bag has no metadata.yaml.
         self._writer.close()
+        if self.storage == "mcap":
+            # rosbags stores no chunk CRCs; with them a damaged chunk is found on reading, not
+            # decoded into wrong pixels (mcap_salvage.write_chunk_crcs).
+            for file in sorted(self.path.glob("*.mcap")):
+                write_chunk_crcs(file)
 
     def set_custom_data(self, key: str, value: str) -> None:
         """A string stored in ``metadata.yaml``'s ``custom_data`` (bag format version 9)."""

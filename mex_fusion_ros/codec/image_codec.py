@@ -30,6 +30,11 @@ always decode to RGB (``(H, W, 3)``, or ``(H, W, 4)`` RGBA for a PNG with alpha)
 Every malformed input (unknown encoding, wrong sizes, data length != step x height, step too
 small or misaligned, wrong array dtype/shape, undecodable bytes) raises ``ImageCodecError``
 (a ``ValueError``) naming the reason. Nothing is reshaped or truncated silently.
+
+Size limit: a few kilobytes of PNG or JPEG can decode to gigabytes (a 16 KB PNG of 4096 x 4096
+costs ~500 MB and seconds), so ``decode_compressed`` reads the width and height from the file's
+header first (``compressed_image_size``) and, with ``max_pixels``, refuses a larger image before
+any pixel is decoded (``ImageTooLargeError``); ``decode_image`` checks the raw fields the same way.
 """
 from __future__ import annotations
 
@@ -45,6 +50,10 @@ import numpy as np
 
 class ImageCodecError(ValueError):
     """An image message (or an array to encode) is malformed; the message says why."""
+
+
+class ImageTooLargeError(ImageCodecError):
+    """An image has more pixels than the caller's ``max_pixels``; refused before decoding."""
 
 
 @dataclass(frozen=True)
@@ -200,19 +209,28 @@ def _as_byte_array(data: Any) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Raw images
 # ---------------------------------------------------------------------------------------------
+def check_pixel_count(width: int, height: int, max_pixels: int | None, what: str = "image") -> None:
+    """``ImageTooLargeError`` when ``width x height`` exceeds ``max_pixels`` (None: no limit)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(f"{what} of {width}x{height} = {width * height} pixels is over the limit of "
+                                 f"{max_pixels} pixels")
+
+
 def decode_image(height: int, width: int, encoding: str, is_bigendian: bool | int, step: int, data: Any,
-                 *, copy: bool = True) -> np.ndarray:
+                 *, copy: bool = True, max_pixels: int | None = None) -> np.ndarray:
     """sensor_msgs/Image fields -> array, channels as stored (see the module table).
 
     Returns ``(H, W)`` for one channel, ``(H, W, C)`` otherwise, dtype uint8/uint16 in native byte
     order. With ``copy=True`` (default) the result is a new, writable array that shares nothing with
     ``data``. With ``copy=False`` it is a *read-only* view of ``data`` whenever no byte swap is needed
     (padded rows give a strided view); it changes if the message buffer is modified later.
-    Raises ``ImageCodecError`` for any inconsistency between the fields and ``data``.
+    Raises ``ImageCodecError`` for any inconsistency between the fields and ``data``, and
+    ``ImageTooLargeError`` when ``width x height`` exceeds ``max_pixels``.
     """
     info = encoding_info(encoding)
     height = _check_int("height", height, 1)
     width = _check_int("width", width, 1)
+    check_pixel_count(width, height, max_pixels, f"{info.name} image")
     step = _check_int("step", step, 1)
     big = _check_bigendian(is_bigendian)
     _check_step(step, width, info)
@@ -377,16 +395,95 @@ def parse_compressed_format(format_: Any) -> CompressedFormat:
     return CompressedFormat(codec, source_encoding, stored_order)
 
 
-def decode_compressed(format_: str, data: Any) -> np.ndarray:
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SOI = b"\xff\xd8"
+#: JPEG start-of-frame markers (they carry the size): SOF0..SOF15 except DHT, JPG and DAC.
+_JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+#: JPEG markers without a length field: TEM, RST0..RST7 (SOI/EOI are handled on their own).
+_JPEG_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})
+#: Largest width or height either format can state (PNG: 2**31 - 1; JPEG: 65535).
+_PNG_MAX_SIDE = 2**31 - 1
+
+
+def compressed_image_size(data: Any) -> tuple[int, int]:
+    """``(width, height)`` of a PNG or JPEG file, read from its header without decoding any pixel.
+
+    PNG: the IHDR chunk that must follow the signature. JPEG: the first start-of-frame segment,
+    walking the marker segments from the start of the file. ``ImageCodecError`` for anything
+    else: not PNG or JPEG, truncated before the size, a zero size, malformed segments.
+    """
+    buffer = _as_byte_array(data)
+    head = buffer[:8].tobytes()
+    if head == PNG_SIGNATURE:
+        return _png_size(buffer)
+    if head[:2] == JPEG_SOI:
+        return _jpeg_size(buffer)
+    raise ImageCodecError(f"compressed data is neither PNG nor JPEG (starts with {head[:8].hex(' ') or 'nothing'})")
+
+
+def _png_size(buffer: np.ndarray) -> tuple[int, int]:
+    ihdr = buffer[8:8 + 8 + 13].tobytes()
+    if len(ihdr) < 21:
+        raise ImageCodecError(f"PNG of {buffer.size} bytes ends before its IHDR chunk")
+    length, chunk_type = int.from_bytes(ihdr[:4], "big"), ihdr[4:8]
+    if chunk_type != b"IHDR" or length != 13:
+        raise ImageCodecError(f"PNG does not start with a 13-byte IHDR chunk (found {chunk_type!r}, {length} bytes)")
+    width, height = int.from_bytes(ihdr[8:12], "big"), int.from_bytes(ihdr[12:16], "big")
+    if not (1 <= width <= _PNG_MAX_SIDE and 1 <= height <= _PNG_MAX_SIDE):
+        raise ImageCodecError(f"PNG header states an invalid size {width}x{height}")
+    return width, height
+
+
+def _jpeg_size(buffer: np.ndarray) -> tuple[int, int]:
+    data = buffer.tobytes()
+    position = 2  # after SOI
+    while True:
+        # Like libjpeg, skip stray bytes up to the next marker; any number of 0xFF fill bytes may
+        # precede a marker code.
+        position = data.find(b"\xff", position)
+        if position < 0:
+            raise ImageCodecError(f"JPEG of {len(data)} bytes ends before its frame header (SOF)")
+        while position < len(data) and data[position] == 0xFF:
+            position += 1
+        if position >= len(data):
+            raise ImageCodecError(f"JPEG of {len(data)} bytes ends before its frame header (SOF)")
+        marker = data[position]
+        position += 1
+        if marker == 0x00 or marker in _JPEG_STANDALONE_MARKERS:
+            continue  # 0xFF00 is a stuffed data byte, not a marker
+        if marker in (0xD8, 0xD9, 0xDA):  # SOI again, EOI, or scan data before any frame header
+            raise ImageCodecError(f"JPEG reaches marker 0x{marker:02X} before its frame header (SOF)")
+        if position + 2 > len(data):
+            raise ImageCodecError(f"JPEG of {len(data)} bytes ends inside the segment of marker 0x{marker:02X}")
+        length = int.from_bytes(data[position:position + 2], "big")
+        if length < 2:
+            raise ImageCodecError(f"JPEG segment 0x{marker:02X} has an invalid length {length}")
+        if marker in _JPEG_SOF_MARKERS:
+            if length < 8 or position + 7 > len(data):
+                raise ImageCodecError(f"JPEG frame header (0x{marker:02X}) is truncated")
+            height = int.from_bytes(data[position + 3:position + 5], "big")
+            width = int.from_bytes(data[position + 5:position + 7], "big")
+            if width == 0 or height == 0:
+                # Height 0 means "defined later by a DNL segment", which decoders rarely support.
+                raise ImageCodecError(f"JPEG frame header states a size of {width}x{height}")
+            return width, height
+        position += length
+
+
+def decode_compressed(format_: str, data: Any, *, max_pixels: int | None = None) -> np.ndarray:
     """sensor_msgs/CompressedImage fields -> a new array.
 
     Returns ``(H, W)`` uint8/uint16 for grey, ``(H, W, 3)`` uint8 RGB for colour, ``(H, W, 4)`` RGBA
-    for a PNG with alpha. ``ImageCodecError`` if the format is unknown or the bytes do not decode.
+    for a PNG with alpha. ``ImageCodecError`` if the format is unknown, the data is not a PNG or
+    JPEG file or does not decode; ``ImageTooLargeError`` when the size in the file's header exceeds
+    ``max_pixels`` (checked before decoding: a small file can state a huge image).
     """
     parsed = parse_compressed_format(format_)
     buffer = _as_byte_array(data)
     if buffer.size == 0:
         raise ImageCodecError(f"compressed image ({format_!r}) has no data")
+    width, height = compressed_image_size(buffer)
+    check_pixel_count(width, height, max_pixels, f"compressed image ({format_!r})")
     try:
         # IMREAD_UNCHANGED keeps grey as grey, 16-bit PNG as 16-bit and ignores EXIF rotation,
         # as image_transport's compressed subscriber does by default.

@@ -74,6 +74,9 @@ _REQUIRED_PARAMS: dict[str, tuple[str, ...]] = {
     "ir_noise": ("sigma",),
 }
 _OPTIONAL_PARAMS: dict[str, tuple[str, ...]] = {
+    "vi_noise": ("mono",),
+    "vi_haze": ("airlight", "depth_mix"),
+    "vi_defocus": ("gaussian",),
     "vi_lowlight": ("full_well", "read_sigma"),
     "ir_stripe": ("gain_ratio",),
 }
@@ -206,21 +209,29 @@ def _luminance(image: np.ndarray) -> np.ndarray:
 # Visible degradations
 # --------------------------------------------------------------------------------------------
 def add_gaussian_noise(
-    image: np.ndarray, sigma: float, rng: SeedLike = None, *, modality: str = "visible"
+    image: np.ndarray, sigma: float, rng: SeedLike = None, *, modality: str = "visible", mono: float = 0.0
 ) -> tuple[np.ndarray, DegradationLabel]:
     """Additive white Gaussian noise of standard deviation ``sigma`` on the 0-255 scale.
 
     ``image``: ``(H, W)`` or ``(H, W, 3)`` float in [0, 1] (noise is independent per channel, as in
     the denoising benchmarks TG-ECNet follows). ``modality`` ("visible" or "infrared") picks the
-    label type ``vi_noise`` or ``ir_noise``.
+    label type ``vi_noise`` or ``ir_noise``. ``mono`` in [0, 1]: share of the noise variance common
+    to the three channels (1 = grey noise, as from a luminance-only noise model or a demosaiced
+    sensor); the per-pixel standard deviation stays ``sigma``.
     """
+    if not 0.0 <= mono <= 1.0:
+        raise ValueError(f"noise mono share must be in [0, 1], got {mono}")
     kind = {"visible": "vi_noise", "infrared": "ir_noise"}.get(modality)
     if kind is None:
         raise ValueError(f"modality must be 'visible' or 'infrared', got {modality!r}")
     if sigma < 0:
         raise ValueError(f"noise sigma must be >= 0, got {sigma}")
     image = _check_image(image, modality, allow_colour=modality == "visible")
-    noise = _as_generator(rng).standard_normal(image.shape, dtype=np.float32)
+    generator = _as_generator(rng)
+    noise = generator.standard_normal(image.shape, dtype=np.float32)
+    if mono > 0.0 and image.ndim == 3:
+        common = generator.standard_normal(image.shape[:2], dtype=np.float32)[:, :, None]
+        noise = np.float32(math.sqrt(1.0 - mono)) * noise + np.float32(math.sqrt(mono)) * common
     noise *= np.float32(sigma / 255.0)
     return _clip01(image + noise), _label(kind, {"sigma": sigma})
 
@@ -251,7 +262,8 @@ def depth_proxy(image: np.ndarray) -> np.ndarray:
 
 
 def add_haze(
-    image: np.ndarray, beta: float, *, depth: np.ndarray | None = None
+    image: np.ndarray, beta: float, *, depth: np.ndarray | None = None, airlight: float | None = None,
+    depth_mix: float = 1.0,
 ) -> tuple[np.ndarray, DegradationLabel]:
     """Haze by the atmospheric scattering model ``I = J * t + A * (1 - t)``, ``t = exp(-beta * d)``.
 
@@ -259,7 +271,12 @@ def add_haze(
     of the clean image per channel (TG-ECNet Appendix A.1: it keeps the hazy image from turning
     white and gives the slight colour cast of real haze). ``depth`` d: ``(H, W)`` in [0, 1]
     (default ``depth_proxy(image)``). Larger ``beta`` = denser haze = lower contrast.
+    ``airlight``: a grey atmospheric light instead of the image mean (fog lit by a bright sky is
+    near white); ``depth_mix`` in [0, 1] blends the depth with a constant 1 (0 = uniform haze, the
+    usual model of other synthesis code).
     """
+    if not 0.0 <= depth_mix <= 1.0:
+        raise ValueError(f"haze depth_mix must be in [0, 1], got {depth_mix}")
     if beta < 0:
         raise ValueError(f"haze beta must be >= 0, got {beta}")
     image = _check_image(image, "visible")
@@ -267,8 +284,12 @@ def add_haze(
         depth = depth_proxy(image)
     elif depth.shape != image.shape[:2]:
         raise ValueError(f"depth map shape {depth.shape} does not match image {image.shape[:2]}")
-    transmission = np.exp(-float(beta) * depth.astype(np.float32))
-    airlight = image.reshape(-1, image.shape[2]).mean(axis=0) if image.ndim == 3 else np.float32(image.mean())
+    depth = depth_mix * depth.astype(np.float32) + np.float32(1.0 - depth_mix)
+    transmission = np.exp(-float(beta) * depth)
+    if airlight is not None:
+        airlight = np.full(image.shape[2] if image.ndim == 3 else (), airlight, dtype=np.float32)
+    else:
+        airlight = image.reshape(-1, image.shape[2]).mean(axis=0) if image.ndim == 3 else np.float32(image.mean())
     if image.ndim == 3:
         transmission = transmission[:, :, None]
     hazy = image * transmission + airlight.astype(np.float32) * (1.0 - transmission)
@@ -290,10 +311,16 @@ def disk_kernel(radius: float) -> np.ndarray:
     return (weights / weights.sum()).astype(np.float32)
 
 
-def defocus_blur(image: np.ndarray, radius: float) -> tuple[np.ndarray, DegradationLabel]:
+def defocus_blur(image: np.ndarray, radius: float, *, gaussian: bool = False) -> tuple[np.ndarray, DegradationLabel]:
     """Defocus blur: convolution with a disk of ``radius`` pixels (the geometric-optics circle of
-    confusion). ``image``: ``(H, W)`` or ``(H, W, 3)`` float in [0, 1]; borders are reflected."""
+    confusion). ``image``: ``(H, W)`` or ``(H, W, 3)`` float in [0, 1]; borders are reflected.
+    ``gaussian``: a Gaussian of standard deviation ``radius / 2`` instead (the same spread of the
+    light; real lenses lie between the two, and other synthesis code often uses the Gaussian)."""
     image = _check_image(image, "visible")
+    if gaussian:
+        sigma = max(radius, 1e-3) / 2.0
+        blurred = cv2.GaussianBlur(image, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT)
+        return _clip01(blurred), _label("vi_defocus", {"radius": radius})
     blurred = cv2.filter2D(image, -1, disk_kernel(radius), borderType=cv2.BORDER_REFLECT)
     return _clip01(blurred), _label("vi_defocus", {"radius": radius})
 
@@ -419,9 +446,11 @@ def _optional(kind: str, params: Mapping[str, float]) -> dict[str, float]:
 
 _StepFunction = Callable[[np.ndarray, Mapping[str, float], SeedLike], tuple[np.ndarray, DegradationLabel]]
 _APPLY: dict[str, _StepFunction] = {
-    "vi_noise": lambda im, p, rng: add_gaussian_noise(im, p["sigma"], rng, modality="visible"),
-    "vi_haze": lambda im, p, rng: add_haze(im, p["beta"]),
-    "vi_defocus": lambda im, p, rng: defocus_blur(im, p["radius"]),
+    "vi_noise": lambda im, p, rng: add_gaussian_noise(im, p["sigma"], rng, modality="visible",
+                                                      mono=p.get("mono", 0.0)),
+    "vi_haze": lambda im, p, rng: add_haze(im, p["beta"], airlight=p.get("airlight"),
+                                           depth_mix=p.get("depth_mix", 1.0)),
+    "vi_defocus": lambda im, p, rng: defocus_blur(im, p["radius"], gaussian=bool(p.get("gaussian", 0.0))),
     "vi_lowlight": lambda im, p, rng: low_light(
         im, p["gain"], p["gamma"], rng, **_optional("vi_lowlight", p)
     ),
@@ -583,15 +612,26 @@ P_SINGLE = 0.46
 
 
 def _random_step(kind: str, rng: np.random.Generator) -> Degradation:
-    """One step of this type with a severity drawn over its useful range."""
+    """One step of this type with a severity drawn over its useful range.
+
+    Half of the noise, haze and defocus steps also vary the model itself (grey or partly shared
+    noise; uniform or depth-dependent haze with a grey airlight; a Gaussian blur kernel), so the
+    degradation estimate learns the degradation, not one synthesis code's version of it.
+    """
+    varied = rng.random() < 0.5
     if kind == "vi_noise":
-        return _step(kind, sigma=rng.uniform(5.0, 50.0))
+        sigma = rng.uniform(5.0, 50.0)
+        return _step(kind, sigma=sigma, mono=rng.uniform(0.0, 1.0)) if varied else _step(kind, sigma=sigma)
     if kind == "ir_noise":
         return _step(kind, sigma=rng.uniform(5.0, 40.0))
     if kind == "vi_haze":
-        return _step(kind, beta=rng.uniform(0.5, 3.0))
+        beta = rng.uniform(0.5, 3.0)
+        if varied:
+            return _step(kind, beta=beta, airlight=rng.uniform(0.6, 1.0), depth_mix=rng.uniform(0.0, 1.0))
+        return _step(kind, beta=beta)
     if kind == "vi_defocus":
-        return _step(kind, radius=rng.uniform(1.0, 8.0))
+        radius = rng.uniform(1.0, 8.0)
+        return _step(kind, radius=radius, gaussian=1.0) if varied else _step(kind, radius=radius)
     if kind == "vi_lowlight":
         # Log-uniform gain: each halving of the light is equally likely.
         gain = math.exp(rng.uniform(math.log(LOWLIGHT_MIN_GAIN), math.log(0.5)))
@@ -617,7 +657,7 @@ def sample_training_preset(rng: SeedLike) -> Preset:
         return Preset("sampled:clean")
     if branch < P_CLEAN + P_MIXED:
         # The paper's mixture always has noise, at least at its mildest level (sigma 15).
-        noise = _step("vi_noise", sigma=generator.uniform(15.0, 50.0))
+        noise = _step("vi_noise", sigma=generator.uniform(15.0, 50.0))  # per-channel, as the preset
         others = tuple(_random_step(kind, generator) for kind in ("vi_haze", "vi_defocus", "ir_stripe"))
         return Preset("sampled:mixed", (noise, *others))
     if branch < P_CLEAN + P_MIXED + P_SINGLE:
@@ -635,3 +675,52 @@ def sample_training_preset(rng: SeedLike) -> Preset:
     steps = [_random_step(kind, generator) for kind in kinds]
     preset = Preset("sampled", tuple(steps))
     return Preset("sampled:" + "+".join(step.kind for step in preset.steps), preset.steps)
+
+
+# --------------------------------------------------------------------------------------------
+# Camera variation (training augmentation; not a degradation)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CameraVariation:
+    """Ranges of the camera-to-camera differences that :func:`vary_camera` draws from.
+
+    Each property is varied with probability ``p`` per modality. These are what another camera of
+    the same kind looks like, not degradations: the varied image is still the clean target (label
+    clean), so the degradation estimate learns not to call a darker, flatter or slightly grainy
+    camera hazy, low-lit or noisy. Sensor noise stays well below the weakest synthetic noise
+    (sigma 5 in training, 15 in the presets).
+    """
+
+    p: float = 0.5
+    gamma: tuple[float, float] = (0.7, 1.4)
+    contrast: tuple[float, float] = (0.7, 1.2)
+    brightness: tuple[float, float] = (-0.08, 0.08)
+    #: Per-channel gain of the visible image (white balance).
+    colour_gain: tuple[float, float] = (0.9, 1.1)
+    #: Gaussian sensor noise, sigma on the 0-255 scale.
+    sensor_noise: tuple[float, float] = (0.5, 2.5)
+
+
+def vary_camera(image: np.ndarray, rng: SeedLike, variation: CameraVariation | None = None) -> np.ndarray:
+    """One random camera look of a clean ``(H, W)`` or ``(H, W, 3)`` float image in [0, 1].
+
+    Gamma, contrast about the mean, brightness offset, white balance (colour only) and faint sensor
+    noise, each with probability ``variation.p``; the result is clipped to [0, 1], float32.
+    """
+    v = variation or CameraVariation()
+    generator = _as_generator(rng)
+    out = _check_image(image, "image").astype(np.float32, copy=True)
+    if generator.random() < v.p:
+        low, high = math.log(v.gamma[0]), math.log(v.gamma[1])
+        out = np.power(out, np.float32(math.exp(generator.uniform(low, high))))
+    if generator.random() < v.p:
+        mean = out.mean(axis=(0, 1), keepdims=True)
+        out = (out - mean) * np.float32(generator.uniform(*v.contrast)) + mean
+    if generator.random() < v.p:
+        out = out + np.float32(generator.uniform(*v.brightness))
+    if out.ndim == 3 and generator.random() < v.p:
+        out = out * generator.uniform(*v.colour_gain, size=3).astype(np.float32)
+    if generator.random() < v.p:
+        sigma = generator.uniform(*v.sensor_noise) / 255.0
+        out = out + generator.standard_normal(out.shape, dtype=np.float32) * np.float32(sigma)
+    return _clip01(out)

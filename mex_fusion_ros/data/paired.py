@@ -215,3 +215,42 @@ def as_pairs(root_or_pairs: PairSource) -> tuple[ImagePair, ...]:
         if not isinstance(pair, ImagePair):
             raise DatasetError(f"expected ImagePair items, got {type(pair).__name__}")
     return pairs
+
+
+def read_pair_names(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """Pair names (file stems) listed in a text file, one per line; ``#`` starts a comment.
+
+    Used for held-out splits (``config/splits/*.txt``): the same file keeps pairs out of training
+    and selects them for evaluation (``mex-fusion eval --pairs``).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DatasetError(f"pair list {path}: cannot read it ({error})") from None
+    names = []
+    for line in text.splitlines():
+        name = line.split("#", 1)[0].strip()
+        if name:
+            names.append(name)
+    if not names:
+        raise DatasetError(f"pair list {path} names no pairs")
+    return tuple(names)
+
+
+def select_pairs(pairs: Sequence[ImagePair], *, keep: Sequence[str] | None = None,
+                 drop: Sequence[str] = ()) -> tuple[ImagePair, ...]:
+    """The pairs named in ``keep`` (all when None) minus those named in ``drop``, in input order.
+
+    Every name in ``keep`` must exist (a typo in a split file is an error, not an empty split).
+    """
+    if keep is not None:
+        available = {pair.name for pair in pairs}
+        unknown = sorted(set(keep) - available)
+        if unknown:
+            shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            raise DatasetError(f"pairs not found: {shown}")
+        wanted = set(keep)
+        pairs = [pair for pair in pairs if pair.name in wanted]
+    dropped = set(drop)
+    return tuple(pair for pair in pairs if pair.name not in dropped)

@@ -4,18 +4,22 @@ This module imports torch; ``data.paired`` and ``data.degradations`` stay torch-
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from mex_fusion_ros.data.degradations import (
+    CameraVariation,
     Preset,
     apply_preset,
     get_preset,
     sample_training_preset,
+    vary_camera,
 )
 from mex_fusion_ros.data.paired import DatasetError, ImagePair, PairListing, as_pairs, read_pair
 
@@ -63,6 +67,17 @@ class DegradedCropDataset(Dataset):
     when given, each item crops a random pair. ``resize``: passed to ``read_pair``.
     ``extra_images``: clean ``(ir (h, w), vi (h, w, 3))`` float pairs in [0, 1] held in memory (e.g.
     rendered frames of the demo scene) that are sampled like the pairs read from files.
+
+    Camera augmentation (both off by default): ``rescale=(low, high)`` takes, with probability 1/2,
+    a window ``crop_size / s`` pixels wide (``s`` log-uniform in the range, capped by the image) and
+    resizes it to the crop, so scenes appear at other resolutions and object sizes;
+    ``camera_variation`` varies the look of each clean modality (``data.degradations.vary_camera``:
+    gamma, contrast, brightness, white balance, faint sensor noise) before the degradation. Both
+    change the clean target too: they are other cameras, not degradations.
+
+    ``pair_weights``: relative sampling weight of each pair (then of each extra image), e.g. to
+    sample a small second dataset as often as a large first one; default: uniform. Only used with
+    ``samples_per_epoch``.
     """
 
     def __init__(
@@ -74,6 +89,9 @@ class DegradedCropDataset(Dataset):
         samples_per_epoch: int | None = None,
         resize: bool = False,
         extra_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+        rescale: tuple[float, float] | None = None,
+        camera_variation: CameraVariation | None = None,
+        pair_weights: Sequence[float] | None = None,
     ) -> None:
         if crop_size < 1:
             raise ValueError(f"crop_size must be >= 1, got {crop_size}")
@@ -88,6 +106,10 @@ class DegradedCropDataset(Dataset):
             self.presets: tuple[Preset, ...] | None = tuple(get_preset(p) for p in presets)
         else:
             self.presets = None
+        if rescale is not None and not 0 < rescale[0] <= rescale[1]:
+            raise ValueError(f"rescale must be (low, high) with 0 < low <= high, got {rescale}")
+        self.rescale = rescale
+        self.camera_variation = camera_variation
         self.crop_size = int(crop_size)
         self.seed = int(seed)
         self.epoch = 0
@@ -112,6 +134,14 @@ class DegradedCropDataset(Dataset):
                                    f"need equal sizes of at least the {self.crop_size}x{self.crop_size} crop")
             self._images.append((_compact(np.asarray(ir, np.float32)), _compact(np.asarray(vi, np.float32))))
 
+        self._cumulative: np.ndarray | None = None
+        if pair_weights is not None:
+            weights = np.asarray(pair_weights, dtype=np.float64)
+            if weights.shape != (len(self._images),) or (weights < 0).any() or weights.sum() <= 0:
+                raise ValueError(f"pair_weights needs {len(self._images)} non-negative weights with a positive "
+                                 f"sum, got {weights.shape[0] if weights.ndim == 1 else weights.shape}")
+            self._cumulative = np.cumsum(weights / weights.sum())
+
     def set_epoch(self, epoch: int) -> None:
         """Select the random stream of an epoch (crops, flips and degradations change per epoch)."""
         self.epoch = int(epoch)
@@ -123,18 +153,36 @@ class DegradedCropDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
-        pair_index = int(rng.integers(len(self._images))) if self.samples_per_epoch is not None else index
+        if self.samples_per_epoch is None:
+            pair_index = index
+        elif self._cumulative is None:
+            pair_index = int(rng.integers(len(self._images)))
+        else:
+            pair_index = min(int(np.searchsorted(self._cumulative, rng.random(), side="right")),
+                             len(self._images) - 1)
         ir_full, vi_full = self._images[pair_index]
         height, width = ir_full.shape
-        top = int(rng.integers(0, height - self.crop_size + 1))
-        left = int(rng.integers(0, width - self.crop_size + 1))
-        rows, cols = slice(top, top + self.crop_size), slice(left, left + self.crop_size)
+        window = self.crop_size
+        if self.rescale is not None and rng.random() < 0.5:
+            scale = math.exp(rng.uniform(math.log(self.rescale[0]), math.log(self.rescale[1])))
+            window = max(8, min(round(self.crop_size / scale), height, width))
+        top = int(rng.integers(0, height - window + 1))
+        left = int(rng.integers(0, width - window + 1))
+        rows, cols = slice(top, top + window), slice(left, left + window)
         clean_ir, clean_vi = _expand(ir_full[rows, cols]), _expand(vi_full[rows, cols])
+        if window != self.crop_size:
+            size = (self.crop_size, self.crop_size)
+            interpolation = cv2.INTER_AREA if window > self.crop_size else cv2.INTER_LINEAR
+            clean_ir = np.clip(cv2.resize(clean_ir, size, interpolation=interpolation), 0.0, 1.0)
+            clean_vi = np.clip(cv2.resize(clean_vi, size, interpolation=interpolation), 0.0, 1.0)
         if rng.random() < 0.5:
             clean_ir, clean_vi = clean_ir[:, ::-1], clean_vi[:, ::-1]
         if rng.random() < 0.5:
             clean_ir, clean_vi = clean_ir[::-1], clean_vi[::-1]
         clean_ir, clean_vi = np.ascontiguousarray(clean_ir), np.ascontiguousarray(clean_vi)
+        if self.camera_variation is not None:
+            clean_ir = vary_camera(clean_ir, rng, self.camera_variation)
+            clean_vi = vary_camera(clean_vi, rng, self.camera_variation)
         if self.presets is None:
             preset = sample_training_preset(rng)
         else:

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", action="append", required=True, metavar="P",
                         help="degradation preset, repeatable; 'all' = the paper set. "
                              f"Valid: {', '.join(PRESETS)}")
-    parser.add_argument("--method", action="append", required=True, metavar="M",
+    parser.add_argument("--method", action="append", default=[], metavar="M",
                         help="fuser spec, repeatable: average, max, laplacian, gff, cascade "
                              "('baselines' = all five), nano/small/paper (shipped weights), "
                              "NAME:weights.pt or weights.pt")
@@ -31,6 +31,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--half", action="store_true", help="fp16 inference for model methods (CUDA)")
     parser.add_argument("--grid-images", type=int, default=2, metavar="N",
                         help="images per preset in the report's image grid (default 2)")
+    parser.add_argument("--pairs", type=Path, metavar="FILE",
+                        help="text file of pair names (one per line): evaluate only these pairs, e.g. a "
+                             "held-out split such as config/splits/msrs_val.txt")
+    parser.add_argument("--input-bits", type=int, default=8, choices=(8, 16, 0),
+                        help="round the degraded inputs to 8 or 16 bits, as a camera or an image file "
+                             "delivers them (0 = keep float); default 8")
+    parser.add_argument("--save-inputs", type=Path, metavar="DIR",
+                        help="write the degraded inputs as DIR/<preset>/ir|vi/<name>.png (+ inputs.json) "
+                             "so another tool can fuse exactly what the methods fused")
+    parser.add_argument("--external", action="append", default=[], metavar="NAME=DIR",
+                        help="score fused images another tool wrote for the saved inputs "
+                             "(DIR/<preset>/<name>.png) as method NAME; repeatable")
+    parser.add_argument("--reference", action="append", default=[], type=Path, metavar="FILE.json",
+                        help="reference figures {preset: {method: {metric: mean}}} (e.g. published "
+                             "networks) shown beside the runs, marked (ref); repeatable")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -39,10 +54,15 @@ def command_line(args: argparse.Namespace) -> str:
     parts = ["mex-fusion", "eval", "--data", str(args.data)]
     parts += [item for preset in args.preset for item in ("--preset", preset)]
     parts += [item for method in args.method for item in ("--method", method)]
+    parts += [item for spec in args.external for item in ("--external", spec)]
+    parts += [item for path in args.reference for item in ("--reference", str(path))]
     parts += ["--out", str(args.out), "--seed", str(args.seed)]
-    for flag, value in (("--limit", args.limit), ("--max-side", args.max_side)):
+    for flag, value in (("--limit", args.limit), ("--max-side", args.max_side), ("--pairs", args.pairs),
+                        ("--save-inputs", args.save_inputs)):
         if value is not None:
             parts += [flag, str(value)]
+    if args.input_bits != 8:
+        parts += ["--input-bits", str(args.input_bits)]
     if args.device != "auto":
         parts += ["--device", args.device]
     if args.half:
@@ -77,8 +97,13 @@ def run(args: argparse.Namespace) -> int:
     settings = EvalSettings(
         data=args.data, presets=tuple(args.preset), methods=tuple(args.method), limit=args.limit,
         max_side=args.max_side, seed=args.seed, device=args.device, half=args.half,
-        grid_images=max(0, args.grid_images), command=command_line(args),
+        grid_images=max(0, args.grid_images), command=command_line(args), pairs=args.pairs,
+        input_bits=args.input_bits, save_inputs=args.save_inputs, externals=tuple(args.external),
+        references=tuple(args.reference),
     )
+    if not args.method and not args.external:
+        print("mex-fusion eval: error: give at least one --method or --external", file=sys.stderr)
+        return 2
     reuse_freed_memory()
     try:
         outcome = run_evaluation(settings, progress=not args.no_progress)

@@ -23,11 +23,13 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from mex_fusion_ros.eval.runner import KEY_METRICS, EvalOutcome, GridSample, save_results_json
+from mex_fusion_ros.eval.runner import KEY_METRICS, EvalOutcome, GridSample, reference_rows, save_results_json
 
 #: Width in pixels of one tile of the image grid (the grid JPEG is downsized to this).
 TILE_WIDTH = 240
 TIME_COLUMN = "time (ms)"
+#: Metrics of the "against the reference figures" tables (those a reference file has are shown).
+REFERENCE_METRICS: tuple[str, ...] = ("CC", "PSNR", "SSIM", "MS-SSIM", "Q_abf", "VIF", "N_abf")
 
 
 def _slug(name: str) -> str:
@@ -156,23 +158,34 @@ def save_grid(samples: list[GridSample], methods: list[str], preset: str, path: 
 
 
 def save_metric_plot(results: dict, metric: str, path: Path) -> None:
-    """Grouped bars: one group per preset, one bar per method (mean over images)."""
+    """Grouped bars: one group per preset, one bar per method (mean over images); reference figures
+    (``--reference``) as hatched, paler bars after the runs."""
     presets, methods = results["presets"], results["methods"]
-    figure = Figure(figsize=(max(6.0, 1.1 * len(presets) + 2.0), 3.4), dpi=100)
+    references = reference_rows(results)
+    reference_labels: list[str] = []
+    for by_label in references.values():
+        reference_labels += [label for label in by_label if label not in reference_labels]
+    bars = [*methods, *reference_labels]
+    figure = Figure(figsize=(max(6.0, 1.1 * len(presets) + 2.0 + 0.15 * len(bars)), 3.6), dpi=100)
     FigureCanvasAgg(figure)
     axis = figure.subplots()
-    width = 0.8 / len(methods)
+    width = 0.8 / len(bars)
     positions = np.arange(len(presets))
-    for index, method in enumerate(methods):
-        values = [results["summary"][p][method][metric] for p in presets]
+    for index, method in enumerate(bars):
+        if method in methods:
+            values = [results["summary"][p][method][metric] for p in presets]
+            style: dict[str, Any] = {}
+        else:
+            values = [references.get(p, {}).get(method, {}).get(metric) for p in presets]
+            style = {"hatch": "//", "alpha": 0.55, "edgecolor": "#333", "linewidth": 0.4}
         heights = [np.nan if v is None else v for v in values]
-        axis.bar(positions + (index - (len(methods) - 1) / 2) * width, heights, width, label=method)
+        axis.bar(positions + (index - (len(bars) - 1) / 2) * width, heights, width, label=method, **style)
     axis.set_xticks(positions, presets, fontsize=9)
     arrow = "higher is better" if results["metrics"][metric]["higher_is_better"] else "lower is better"
     axis.set_title(f"{metric} ({arrow}), mean over images", fontsize=10)
     axis.grid(axis="y", alpha=0.3)
     axis.set_axisbelow(True)
-    axis.legend(fontsize=8, ncols=min(len(methods), 6), loc="upper center", bbox_to_anchor=(0.5, -0.12),
+    axis.legend(fontsize=8, ncols=min(len(bars), 6), loc="upper center", bbox_to_anchor=(0.5, -0.12),
                 frameon=False)
     figure.tight_layout()
     figure.savefig(path)
@@ -198,7 +211,9 @@ code { background: #f4f4f4; padding: 0 3px; }
 
 def _sections(results: dict, grids: dict[str, str], plots: dict[str, str]) -> list[Section]:
     """Report content as a list of sections rendered by both writers."""
-    timing = {m: results["timing"][m]["median_s_per_image"] * 1000.0 for m in results["methods"]}
+    timing = {m: results["timing"][m]["median_s_per_image"] * 1000.0 if m in results["timing"] else None
+              for m in results["methods"]}
+    references = reference_rows(results)
     settings = results["settings"]
     meta = [
         f"command: `{results['command']}`",
@@ -212,17 +227,33 @@ def _sections(results: dict, grids: dict[str, str], plots: dict[str, str]) -> li
                           "image-only metrics (EN, SD, SF, AG) use the fused image alone. ↑ higher is "
                           "better, ↓ lower is better; the best value of each column is bold. "
                           "Time: median per image pair."))
+    if results.get("external_methods"):
+        sections.append(("p", "External methods (fused by another tool from the saved inputs, scored here): "
+                              + ", ".join(f"{m} (`{results['method_specs'][m]}`)"
+                                          for m in results["external_methods"]) + "; no time is measured."))
+    for path, record in results.get("references", {}).items():
+        sections.append(("p", f"Rows marked (ref) are reference figures read from `{path}`, not runs of this "
+                              f"evaluation: {record['about'] or 'no description in the file.'}"))
     sections.append(("h2", "Summary: mean over presets"))
-    sections.append(("table", _table(results, results["overall"], timing)))
+    overall = dict(results["overall"])
+    for label in {label for by_label in references.values() for label in by_label}:
+        if all(label in references.get(p, {}) for p in results["presets"]):
+            overall[label] = {m: _mean_or_none([references[p][label].get(m) for p in results["presets"]])
+                              for m in results["metrics"]}
+    sections.append(("table", _table(results, overall, {**timing, **{k: None for k in overall if k not in timing}})))
+    if references:
+        sections += _reference_sections(results, references)
     if results["degradation_accuracy"]:
         sections.append(("h2", "Degradation estimates"))
         sections.append(("p", "Types with probability ≥ 0.5 compared with the preset's label: per-type "
                               "accuracy (each type judged present/absent) and exact-set matches."))
         header = [("method", ""), ("preset", ""), ("type accuracy ↑", ""), ("exact match ↑", ""),
-                  ("images", "")]
+                  ("recall ↑", "present types detected / present types"),
+                  ("false alarm ↓", "images with a detected type that is absent"), ("images", "")]
         rows = [
             [(method, False), (preset, False), (format_value(acc["type_accuracy"]), False),
-             (format_value(acc["exact_match"]), False), (str(acc["images"]), False)]
+             (format_value(acc["exact_match"]), False), (format_value(acc.get("recall")), False),
+             (format_value(acc.get("false_alarm")), False), (str(acc["images"]), False)]
             for method, by_preset in results["degradation_accuracy"].items()
             for preset, acc in by_preset.items()
         ]
@@ -231,13 +262,54 @@ def _sections(results: dict, grids: dict[str, str], plots: dict[str, str]) -> li
     for preset in results["presets"]:
         description = results["preset_descriptions"].get(preset, "")
         sections.append(("h3", f"{preset}" + (f": {description}" if description else "")))
-        sections.append(("table", _table(results, results["summary"][preset], None)))
+        sections.append(("table", _table(results, {**results["summary"][preset], **references.get(preset, {})},
+                                         None)))
         if preset in grids:
             sections.append(("image", (grids[preset], f"image grid, preset {preset}")))
     if plots:
         sections.append(("h2", "Key metrics per preset"))
         for metric, path in plots.items():
             sections.append(("image", (path, f"{metric} per preset and method")))
+    return sections
+
+
+def _mean_or_none(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if len(kept) == len(values) and kept else None
+
+
+def _reference_sections(results: dict, references: dict[str, dict[str, dict[str, float | None]]]) -> list[Section]:
+    """Per run: its margin over the best reference figure of each metric and preset."""
+    directions = {m: results["metrics"][m]["higher_is_better"] for m in results["metrics"]}
+    metrics = [m for m in REFERENCE_METRICS
+               if any(values.get(m) is not None for by_label in references.values() for values in by_label.values())]
+    sections: list[Section] = [
+        ("h2", "Runs against the reference figures"),
+        ("p", "Margin of each run over the best reference figure of the preset (positive = better, in the "
+              "metric's own direction; bold where the run is better). Last column: metrics won."),
+    ]
+    header = [("preset", "")] + [(f"{m} {'↑' if directions[m] else '↓'}", "") for m in metrics] + [("won", "")]
+    for method in results["methods"]:
+        rows: Rows = []
+        for preset in results["presets"]:
+            refs = references.get(preset, {})
+            row = [(preset, False)]
+            won = counted = 0
+            for metric in metrics:
+                ours = results["summary"][preset][method].get(metric)
+                theirs = [values.get(metric) for values in refs.values() if values.get(metric) is not None]
+                if ours is None or not theirs:
+                    row.append(("–", False))
+                    continue
+                best = max(theirs) if directions[metric] else min(theirs)
+                margin = ours - best if directions[metric] else best - ours
+                counted += 1
+                won += margin > 0
+                row.append((f"{margin:+.4f}", margin > 0))
+            row.append((f"{won}/{counted}", False))
+            rows.append(row)
+        sections.append(("h3", method))
+        sections.append(("table", (header, rows)))
     return sections
 
 

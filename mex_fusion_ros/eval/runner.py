@@ -29,7 +29,23 @@ from tqdm import tqdm
 
 from mex_fusion_ros import __version__
 from mex_fusion_ros.data.degradations import DEGRADATION_TYPES, PRESETS, apply_preset
-from mex_fusion_ros.data.paired import DatasetError, ImagePair, find_pairs, read_pair
+from mex_fusion_ros.data.paired import (
+    DatasetError,
+    ImagePair,
+    find_pairs,
+    read_pair,
+    read_pair_names,
+    select_pairs,
+)
+from mex_fusion_ros.eval.external import (
+    ExternalError,
+    Reference,
+    load_reference,
+    parse_external,
+    quantize,
+    save_degraded_inputs,
+    write_inputs_manifest,
+)
 from mex_fusion_ros.eval.metrics import METRICS, fusion_metrics
 from mex_fusion_ros.fusion.base import FusionResult, ImageFuser
 from mex_fusion_ros.fusion.registry import CLASSICAL_METHODS, create_fuser
@@ -68,6 +84,17 @@ class EvalSettings:
     grid_images: int = 2
     #: The command line, recorded in results.json.
     command: str = ""
+    #: Text file of pair names: evaluate only these pairs (a held-out split of a folder).
+    pairs: Path | None = None
+    #: Degraded inputs are rounded to this many bits (8 or 16) as a camera or an image file delivers
+    #: them, so files written with ``save_inputs`` hold exactly what the methods fused; 0 = float.
+    input_bits: int = 8
+    #: Write the degraded inputs here (``<preset>/ir|vi/<name>.png``) for other tools to fuse.
+    save_inputs: Path | None = None
+    #: ``NAME=DIR`` specs of fused images written by other tools for the saved inputs.
+    externals: tuple[str, ...] = ()
+    #: Files of reference figures (``{preset: {method: {metric: mean}}}``) shown beside the runs.
+    references: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -112,8 +139,6 @@ def resolve_methods(names: Iterable[str]) -> tuple[str, ...]:
         for method in BASELINES if name == "baselines" else (name,):
             if method not in resolved:
                 resolved.append(method)
-    if not resolved:
-        raise EvalError("no method given; use --method NAME (or baselines)")
     return tuple(resolved)
 
 
@@ -133,8 +158,9 @@ def create_fusers(methods: Sequence[str], device: str = "auto", half: bool = Fal
     return fusers
 
 
-def list_pairs(data: Path, limit: int | None = None) -> tuple[ImagePair, ...]:
-    """The pairs of ``data`` (sorted by name, first ``limit``); unpaired files are an error."""
+def list_pairs(data: Path, limit: int | None = None, names_file: Path | None = None) -> tuple[ImagePair, ...]:
+    """The pairs of ``data`` (sorted by name; only those named in ``names_file`` when given; first
+    ``limit``); unpaired files are an error."""
     try:
         listing = find_pairs(data)
     except DatasetError as error:
@@ -145,11 +171,17 @@ def list_pairs(data: Path, limit: int | None = None) -> tuple[ImagePair, ...]:
         shown = ", ".join(unpaired[:5]) + (f" and {len(unpaired) - 5} more" if len(unpaired) > 5 else "")
         raise EvalError(f"{data}: unpaired image files: {shown}; "
                         "every image needs a partner of the same name")
+    pairs = listing.pairs
+    if names_file is not None:
+        try:
+            pairs = select_pairs(pairs, keep=read_pair_names(names_file))
+        except DatasetError as error:
+            raise EvalError(f"--pairs {names_file}: {error}") from error
     if limit is not None:
         if limit < 1:
             raise EvalError(f"--limit must be >= 1, got {limit}")
-        return listing.pairs[:limit]
-    return listing.pairs
+        return pairs[:limit]
+    return pairs
 
 
 def shrink_to_max_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
@@ -218,16 +250,23 @@ def _degradation_record(result: FusionResult, truth: tuple[str, ...]) -> dict | 
     }
 
 
-def _detection_accuracy(records: list[dict]) -> dict[str, float]:
-    """Per-type accuracy (each of ``DEGRADATION_TYPES`` judged present/absent) and exact-set matches."""
-    decisions = correct = exact = 0
+def _detection_accuracy(records: list[dict]) -> dict[str, float | None]:
+    """Per-type accuracy (each of ``DEGRADATION_TYPES`` judged present/absent), exact-set matches,
+    recall (present types detected / present types; None for clean inputs) and false alarms
+    (fraction of images with a detected type that is absent)."""
+    decisions = correct = exact = present = found = false_alarms = 0
     for record in records:
         predicted, truth = set(record["predicted"]), set(record["label"])
         for kind in DEGRADATION_TYPES:
             decisions += 1
             correct += (kind in predicted) == (kind in truth)
         exact += predicted == truth
-    return {"type_accuracy": correct / decisions, "exact_match": exact / len(records), "images": len(records)}
+        present += len(truth)
+        found += len(predicted & truth)
+        false_alarms += bool(predicted - truth)
+    return {"type_accuracy": correct / decisions, "exact_match": exact / len(records),
+            "recall": found / present if present else None, "false_alarm": false_alarms / len(records),
+            "images": len(records)}
 
 
 def _timed_fuse(label: str, fuser: ImageFuser, ir: np.ndarray, vi: np.ndarray, pair: ImagePair,
@@ -261,14 +300,36 @@ def run_evaluation(settings: EvalSettings, *, progress: bool = True) -> EvalOutc
     methods = resolve_methods(settings.methods)
     if settings.max_side is not None and settings.max_side < MIN_SIDE:
         raise EvalError(f"--max-side must be >= {MIN_SIDE}, got {settings.max_side}")
-    fusers = create_fusers(methods, settings.device, settings.half)
-    pairs = list_pairs(Path(settings.data), settings.limit)
+    if not methods and not settings.externals:
+        raise EvalError("no method given; use --method NAME (or baselines) or --external NAME=DIR")
+    if settings.input_bits not in (0, 8, 16):
+        raise EvalError(f"--input-bits must be 8, 16 or 0 (float), got {settings.input_bits}")
+    if settings.save_inputs is not None and settings.input_bits == 0:
+        raise EvalError("--save-inputs writes 8- or 16-bit files: use --input-bits 8 or 16")
     metrics = metric_names()
+    try:
+        externals = [parse_external(spec) for spec in settings.externals]
+        references = [load_reference(Path(path), presets, metrics, tuple(PRESETS))
+                      for path in settings.references]
+    except ExternalError as error:
+        raise EvalError(str(error)) from error
+    fusers = create_fusers(methods, settings.device, settings.half)
+    pairs = list_pairs(Path(settings.data), settings.limit, settings.pairs)
+    for external in externals:
+        if external.name in fusers:
+            raise EvalError(f"--external {external.name}: the name is taken by a method; choose another")
+        try:
+            external.check(presets, [pair.name for pair in pairs])
+        except ExternalError as error:
+            raise EvalError(str(error)) from error
+    labels = [*fusers, *(external.name for external in externals)]
 
     per_image: dict[str, dict[str, dict]] = {preset: {} for preset in presets}
     call_times: dict[str, list[float]] = {label: [] for label in fusers}
     preset_times: dict[str, dict[str, list[float]]] = {p: {label: [] for label in fusers} for p in presets}
     estimates: dict[str, dict[str, list[dict]]] = {label: {p: [] for p in presets} for label in fusers}
+    if settings.save_inputs is not None:
+        Path(settings.save_inputs).mkdir(parents=True, exist_ok=True)
     samples: dict[str, list[GridSample]] = {preset: [] for preset in presets}
     started = time.perf_counter()
 
@@ -286,18 +347,30 @@ def run_evaluation(settings: EvalSettings, *, progress: bool = True) -> EvalOutc
                 seed = degradation_seed(settings.seed, pair.name, preset)
                 degraded = apply_preset(preset, clean_ir, clean_vi, seed=seed)
                 truth = degraded.label.present()
+                ir_in = quantize(degraded.ir, settings.input_bits)
+                vi_in = quantize(degraded.vi, settings.input_bits)
+                if settings.save_inputs is not None:
+                    save_degraded_inputs(Path(settings.save_inputs), preset, pair.name, ir_in, vi_in,
+                                         settings.input_bits)
                 entry: dict = {"label": dict(degraded.label.severities), "methods": {}}
                 sample = None
                 if index < settings.grid_images:
-                    sample = GridSample(pair.name, degraded.ir, degraded.vi, clean_ir, clean_vi)
+                    sample = GridSample(pair.name, ir_in, vi_in, clean_ir, clean_vi)
                     samples[preset].append(sample)
+                outputs: list[tuple[str, FusionResult, float | None]] = []
                 for label, fuser in fusers.items():
                     first_call = index == 0 and preset == presets[0]
-                    result, elapsed = _timed_fuse(label, fuser, degraded.ir, degraded.vi, pair, preset,
-                                                  warm_up=first_call)
+                    result, elapsed = _timed_fuse(label, fuser, ir_in, vi_in, pair, preset, warm_up=first_call)
                     call_times[label].append(elapsed)
                     preset_times[preset][label].append(elapsed)
-                    scores = fusion_metrics(degraded.ir, degraded.vi, result.fused,
+                    outputs.append((label, result, elapsed))
+                for external in externals:
+                    try:
+                        outputs.append((external.name, FusionResult(external.load(preset, pair.name, vi_in)), None))
+                    except ExternalError as error:
+                        raise EvalError(str(error)) from error
+                for label, result, elapsed in outputs:
+                    scores = fusion_metrics(ir_in, vi_in, result.fused,
                                             clean_ir=clean_ir, clean_vi=clean_vi, names=metrics)
                     record = {"metrics": {m: _finite_or_none(scores[m]) for m in metrics}, "time_s": elapsed}
                     degradation = _degradation_record(result, truth)
@@ -314,11 +387,11 @@ def run_evaluation(settings: EvalSettings, *, progress: bool = True) -> EvalOutc
         preset: {
             label: {m: _mean(entry["methods"][label]["metrics"][m] for entry in per_image[preset].values())
                     for m in metrics}
-            for label in fusers
+            for label in labels
         }
         for preset in presets
     }
-    overall = {label: {m: _mean(summary[p][label][m] for p in presets) for m in metrics} for label in fusers}
+    overall = {label: {m: _mean(summary[p][label][m] for p in presets) for m in metrics} for label in labels}
     timing = {
         label: {
             "median_s_per_image": statistics.median(call_times[label]),
@@ -339,12 +412,18 @@ def run_evaluation(settings: EvalSettings, *, progress: bool = True) -> EvalOutc
         "images": [pair.name for pair in pairs],
         "presets": list(presets),
         "preset_descriptions": {p: PRESETS[p].description for p in presets},
-        "methods": list(fusers),
-        "method_specs": dict(zip(fusers, methods)),
+        "methods": labels,
+        "method_specs": {**dict(zip(fusers, methods)),
+                         **{external.name: f"external:{external.root}" for external in externals}},
+        "external_methods": [external.name for external in externals],
+        "references": {str(reference.path): _reference_record(reference, presets, metrics)
+                       for reference in references},
         "metrics": {m: {"higher_is_better": higher_is_better(m), "description": metric_description(m)}
                     for m in metrics},
         "settings": {"seed": settings.seed, "limit": settings.limit, "max_side": settings.max_side,
-                     "device": settings.device, "half": settings.half},
+                     "device": settings.device, "half": settings.half, "input_bits": settings.input_bits,
+                     "pairs": str(settings.pairs) if settings.pairs else None,
+                     "save_inputs": str(settings.save_inputs) if settings.save_inputs else None},
         "versions": software_versions(),
         "wall_time_s": time.perf_counter() - started,
         "timing": timing,
@@ -353,7 +432,32 @@ def run_evaluation(settings: EvalSettings, *, progress: bool = True) -> EvalOutc
         "degradation_accuracy": degradation_accuracy,
         "per_image": per_image,
     }
+    if settings.save_inputs is not None:
+        write_inputs_manifest(Path(settings.save_inputs), command=settings.command, seed=settings.seed,
+                              bits=settings.input_bits, presets=list(presets), images=results["images"])
     return EvalOutcome(results=results, samples=samples)
+
+
+def _reference_record(reference: Reference, presets: Sequence[str], metrics: Sequence[str]) -> dict:
+    """A reference file's figures as stored in results.json: per preset and method, each metric's
+    mean (None where the file has none), the pair counts and the file's own description."""
+    summary = {
+        preset: {method: {m: reference.summary[preset][method].get(m) for m in metrics}
+                 for method in reference.summary[preset]}
+        for preset in presets if preset in reference.summary
+    }
+    return {"about": reference.about, "summary": summary, "counts": reference.counts}
+
+
+def reference_rows(results: dict) -> dict[str, dict[str, dict[str, float | None]]]:
+    """``{preset: {label: {metric: value}}}`` of every reference figure in ``results``; labels are
+    ``"<method> (ref)"`` so they can never be mistaken for a run."""
+    rows: dict[str, dict[str, dict[str, float | None]]] = {}
+    for record in results.get("references", {}).values():
+        for preset, by_method in record["summary"].items():
+            for method, values in by_method.items():
+                rows.setdefault(preset, {})[f"{method} (ref)"] = values
+    return rows
 
 
 def save_results_json(results: dict, path: Path) -> None:

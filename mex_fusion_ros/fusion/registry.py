@@ -56,6 +56,25 @@ def parse_model_spec(spec: str) -> tuple[str | None, Path | None]:
     raise ValueError(f"unknown fuser {spec!r}; valid: {valid_specs_text()}")
 
 
+def parse_fuser_spec(spec: str) -> tuple[str | None, Path | None]:
+    """What ``spec`` names, loading nothing: ``(None, None)`` for a classical baseline, else
+    ``(config name or None, weights or .onnx path or None)``; ``ValueError`` listing the valid forms.
+
+    ``create_fuser`` builds from this, and the parameter validator (``mex_fusion_ros.config``)
+    checks ``method`` with it, so a spec the validator accepts is one the node can parse.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"fuser spec must be a non-empty string, got {spec!r}; valid: {valid_specs_text()}")
+    spec = spec.strip()
+    if spec in CLASSICAL_METHODS:
+        return None, None
+    if spec.endswith(ONNX_SUFFIX):
+        # "nano:model.onnx" (the node's method + weights) or "model.onnx"; the file records its configuration.
+        prefix, separator, rest = spec.partition(":")
+        return None, Path(rest if separator and prefix in MODEL_CONFIGS else spec)
+    return parse_model_spec(spec)
+
+
 def create_fuser(spec: str, *, device: str = "auto", half: bool = False, backend: str = "torch",
                  torch_compile: bool = False, cuda_graphs: bool = False) -> ImageFuser:
     """Build the fuser named by ``spec`` (see the module docstring).
@@ -69,17 +88,9 @@ def create_fuser(spec: str, *, device: str = "auto", half: bool = False, backend
     errors of loading the network (``model.weights.WeightsError``: corrupt file, no shipped weights,
     configuration mismatch) pass through unchanged.
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"fuser spec must be a non-empty string, got {spec!r}; valid: {valid_specs_text()}")
-    spec = spec.strip()
-    if spec in CLASSICAL_METHODS:
-        return CLASSICAL_FUSERS[spec]()
-    if spec.endswith(ONNX_SUFFIX):
-        # "nano:model.onnx" (the node's method + weights) or "model.onnx"; the file records its configuration.
-        prefix, separator, rest = spec.partition(":")
-        name, path = None, Path(rest if separator and prefix in MODEL_CONFIGS else spec)
-    else:
-        name, path = parse_model_spec(spec)
+    name, path = parse_fuser_spec(spec)
+    if name is None and path is None:
+        return CLASSICAL_FUSERS[spec.strip()]()
     if path is not None and not path.is_file():
         raise ValueError(f"fuser {spec!r}: weights file {path} does not exist")
     # Lazy imports: torch and the network load only for model specs.

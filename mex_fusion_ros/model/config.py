@@ -14,6 +14,7 @@ from typing import Any
 from mex_fusion_ros.data.degradations import DEGRADATION_TYPES
 
 BLOCK_TYPES = ("naf", "restormer")
+FUSION_OUTPUTS = ("pyramid", "blend")
 
 
 class ConfigError(ValueError):
@@ -58,6 +59,17 @@ class ModelConfig:
     fusion_moe: tuple[str, ...] = ("bottleneck",)
     fusion_num_experts: int = 4
     fusion_top_k: int = 2
+    #: How the fused luminance is formed from the restored images. "pyramid": the fusion decoder
+    #: predicts, at its resolution, the weights of a full-resolution Laplacian-pyramid blend of the
+    #: two restored luminances (``model.pyramid``; keeps every pixel of restored detail).
+    #: "blend": one per-pixel weight plus a residual from a pixel-shuffle head (weights trained
+    #: before the pyramid existed load with this).
+    fusion_output: str = "blend"
+    #: Detail levels of the "pyramid" fusion; ``2 ** pyramid_levels`` must divide the stride.
+    pyramid_levels: int = 4
+    #: Scale each image's restoration residual by the estimated probability that the image is
+    #: degraded at all (``MexFusionNet.restoration_gates``): inputs judged clean pass unchanged.
+    restoration_gate: bool = False
     #: Width of the degradation estimator (task prompt) features.
     prompt_width: int = 32
     #: Feed the estimator fixed, size-independent image statistics (robust noise level, gradient
@@ -97,6 +109,12 @@ class ModelConfig:
         unknown = set(self.fusion_moe) - {"bottleneck", "output"}
         if unknown:
             raise ConfigError(f"{self.name}: unknown fusion_moe positions {sorted(unknown)}")
+        if self.fusion_output not in FUSION_OUTPUTS:
+            raise ConfigError(f"{self.name}: fusion_output must be one of {FUSION_OUTPUTS}, "
+                              f"got {self.fusion_output!r}")
+        if self.fusion_output == "pyramid" and (self.pyramid_levels < 1 or self.stride % 2 ** self.pyramid_levels):
+            raise ConfigError(f"{self.name}: pyramid_levels={self.pyramid_levels} needs 2^levels to divide "
+                              f"the stride {self.stride}")
         if self.block == "restormer" and any(w % h for w, h in zip(self.widths, self.heads)):
             raise ConfigError(f"{self.name}: widths {self.widths} must be divisible by heads {self.heads}")
 
@@ -137,7 +155,8 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     # gated experts run there), 4 experts top-2 before the first three encoder levels. The first two
     # levels are narrow (24, 40 instead of 32, 48) so that a 640x512 pair costs less than a YOLOv8n
     # forward on one CPU thread; the restoration trained as well (docs/model.md, "Speed").
-    "nano": ModelConfig(name="nano", widths=(24, 40, 64, 96), estimator_statistics=True),
+    "nano": ModelConfig(name="nano", widths=(24, 40, 64, 96), estimator_statistics=True, fusion_output="pyramid",
+                        pyramid_levels=5, restoration_gate=True),
     # Wider and deeper nano for GPUs (still conv blocks).
     "small": ModelConfig(
         name="small",
@@ -153,6 +172,8 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
         fusion_top_k=2,
         prompt_width=48,
         estimator_statistics=True,
+        fusion_output="pyramid",
+        restoration_gate=True,
     ),
     # TG-ECNet scale (ICML 2025, Appendix A.3): Restormer blocks, dim 48, blocks [4, 6, 6, 8],
     # 11 experts top-6 before the first three encoder levels and after the last decoder level.
@@ -175,6 +196,9 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
         fusion_top_k=6,
         prompt_width=64,
         estimator_statistics=True,
+        fusion_output="pyramid",
+        pyramid_levels=3,
+        restoration_gate=True,
     ),
 }
 
@@ -194,4 +218,4 @@ def list_models() -> list[str]:
     return list(MODEL_CONFIGS)
 
 
-__all__ = ["BLOCK_TYPES", "MODEL_CONFIGS", "ConfigError", "ModelConfig", "get_config", "list_models"]
+__all__ = ["BLOCK_TYPES", "FUSION_OUTPUTS", "MODEL_CONFIGS", "ConfigError", "ModelConfig", "get_config", "list_models"]

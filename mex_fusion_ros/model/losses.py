@@ -10,6 +10,7 @@ Pearson correlation to both, and the edge overshoot above the stronger source. E
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -79,6 +80,9 @@ class LossWeights:
     #: has (ringing, sharpening halos, amplified noise), the pixels the evaluation's N_abf counts.
     #: The gradient term penalises those too, but symmetrically, so it also pushes weak edges up.
     fusion_overshoot: float = 0.0
+    #: 1 - edge information transfer (``edge_transfer``, the evaluation's Q_abf made differentiable):
+    #: each clean source's edges kept at their own strength and orientation.
+    fusion_edge_transfer: float = 0.0
     # both
     balance: float = 0.01
 
@@ -106,6 +110,49 @@ def image_correlation(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> to
     return (x * y).sum(1) / torch.sqrt((x * x).sum(1) * (y * y).sum(1) + eps)
 
 
+#: Constants of Xydeas and Petrovic's edge preservation (the evaluation's Q_abf, eval.metrics).
+_QABF_STRENGTH = (0.9994, 15.0, 0.5)
+_QABF_ORIENTATION = (0.9879, 22.0, 0.8)
+
+
+def _sobel_xy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sobel responses along x and y of ``(B, 1, H, W)`` (zero padding, as the metric)."""
+    kernel_x = _SOBEL_X.to(device=x.device, dtype=x.dtype)
+    kernels = torch.stack((kernel_x, kernel_x.t())).unsqueeze(1)  # (2, 1, 3, 3)
+    gradients = F.conv2d(x, kernels, padding=1)
+    return gradients[:, :1], gradients[:, 1:]
+
+
+def edge_transfer(fused: torch.Tensor, source_a: torch.Tensor, source_b: torch.Tensor,
+                  eps: float = 1e-6) -> torch.Tensor:
+    """Differentiable edge information transfer Q^AB/F (Xydeas and Petrovic 2000) per image.
+
+    ``(B, 1, H, W)`` luminances -> ``(B,)`` in [0, ~0.975]. As the evaluation's ``Q_abf``: at every
+    pixel each source's Sobel edge is compared with the fused one in relative strength
+    ``min(g_S, g_F) / max(g_S, g_F)`` and orientation, both passed through the metric's sigmoids, and
+    averaged with the source's edge strength as weight. Two smooth stand-ins keep gradients finite:
+    ``g = sqrt(s_x^2 + s_y^2 + eps)`` and the orientation difference is the angle between the two
+    edge lines (``acos |cos|``), not the metric's ``|atan(s_y/s_x) - ...|``, which jumps where
+    ``s_x`` changes sign. It rewards each source's edges at their own strength: weaker (averaged)
+    edges and overshoot (halos, amplified noise) both lower it.
+    """
+    edges = [_sobel_xy(image) for image in (source_a, source_b, fused)]
+    strengths = [torch.sqrt(sx * sx + sy * sy + eps) for sx, sy in edges]
+    (fx, fy), g_f = edges[2], strengths[2]
+    t_g, k_g, d_g = _QABF_STRENGTH
+    t_a, k_a, d_a = _QABF_ORIENTATION
+    numerator = fused.new_zeros(fused.shape[0])
+    denominator = fused.new_zeros(fused.shape[0])
+    for (sx, sy), g_s in zip(edges[:2], strengths[:2]):
+        relative = torch.minimum(g_s, g_f) / torch.maximum(g_s, g_f)
+        cosine = ((sx * fx + sy * fy).abs() / (g_s * g_f)).clamp(0.0, 1.0 - 1e-6)
+        orientation = 1.0 - torch.acos(cosine) / (math.pi / 2)
+        preserved = t_g * torch.sigmoid(k_g * (relative - d_g)) * t_a * torch.sigmoid(k_a * (orientation - d_a))
+        numerator = numerator + (preserved * g_s).flatten(1).sum(1)
+        denominator = denominator + g_s.flatten(1).sum(1)
+    return numerator / denominator
+
+
 def fusion_losses(fused_luminance: torch.Tensor, clean_ir: torch.Tensor, clean_vi: torch.Tensor
                   ) -> dict[str, torch.Tensor]:
     """Stage-2 terms for the fused luminance ``(B, 1, H, W)`` against the clean IR ``(B, 1, H, W)``
@@ -121,5 +168,7 @@ def fusion_losses(fused_luminance: torch.Tensor, clean_ir: torch.Tensor, clean_v
     fidelity_l2 = 0.5 * (F.mse_loss(fused_luminance, clean_ir) + F.mse_loss(fused_luminance, luminance))
     correlation = 1.0 - 0.5 * (image_correlation(fused_luminance, clean_ir)
                                + image_correlation(fused_luminance, luminance)).mean()
+    transfer = 1.0 - edge_transfer(fused_luminance, clean_ir, luminance).mean()
     return {"intensity": intensity, "gradient": gradient, "ssim": structure, "fidelity_l1": fidelity_l1,
-            "fidelity_l2": fidelity_l2, "correlation": correlation, "overshoot": overshoot}
+            "fidelity_l2": fidelity_l2, "correlation": correlation, "overshoot": overshoot,
+            "edge_transfer": transfer}

@@ -10,7 +10,9 @@ Data flow for a batch of ``B`` pairs (``IR (B, 1, H, W)``, visible ``(B, 3, H, W
                                                                             v
     per level: F_M = alpha_l * F_V + beta_l * F_I  --> fusion-aware gated MoE (bottleneck)
                --> fusion decoder --> [gated MoE at full resolution] --> head
-    fused Y = w * restored IR + (1 - w) * Y(restored VI) + delta   (w, delta from the head)
+    fused Y = full-resolution Laplacian-pyramid blend of restored IR and Y(restored VI), its
+              per-level weights and gains predicted by the head ("pyramid", model.pyramid);
+              or w * restored IR + (1 - w) * Y(restored VI) + delta ("blend", older weights)
     fused RGB = YCbCr->RGB(fused Y, CbCr of restored VI)
 
 Inputs of any size are padded (reflect) to a multiple of ``config.stride`` and outputs cropped back.
@@ -25,8 +27,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from mex_fusion_ros.model.config import ModelConfig
-from mex_fusion_ros.model.layers import Downsample, Upsample, make_blocks, rgb_to_ycbcr, ycbcr_to_rgb
+from mex_fusion_ros.model.layers import (
+    Downsample,
+    Upsample,
+    make_blocks,
+    replace_luminance,
+    rgb_to_luminance,
+)
 from mex_fusion_ros.model.moe import SparseMoE
+from mex_fusion_ros.model.pyramid import PyramidFusion
 
 
 @dataclass
@@ -247,14 +256,24 @@ class MexFusionNet(nn.Module):
                         config.ffn_expansion)
             for level in range(levels - 1)
         )
-        self.fusion_head = nn.Conv2d(widths[0], 2 * factor**2, 3, padding=1)
-        # Zero-initialised heads: a fresh network restores by identity and fuses by averaging the
-        # restored sources, so training starts from a sensible image, not from noise.
-        for head in (self.head_ir, self.head_vi, self.fusion_head):
+        self.fusion_head: nn.Module
+        if config.fusion_output == "pyramid":
+            # Starts as the classical choose-max Laplacian fusion of the restored images.
+            self.fusion_head = PyramidFusion(widths[0], config.pyramid_levels)
+        else:
+            self.fusion_head = nn.Conv2d(widths[0], 2 * factor**2, 3, padding=1)
+        # Zero-initialised heads: a fresh network restores by identity and fuses the restored
+        # sources by a fixed rule, so training starts from a sensible image, not from noise.
+        for head in self.output_heads():
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
 
     # ------------------------------------------------------------------------------------------
+    def output_heads(self) -> list[nn.Conv2d]:
+        """The zero-initialised last convolutions: restoration heads (IR, visible) and the fusion head."""
+        fusion = self.fusion_head.head if isinstance(self.fusion_head, PyramidFusion) else self.fusion_head
+        return [self.head_ir, self.head_vi, fusion]
+
     def stage_modules(self, stage: str) -> list[nn.Module]:
         """Modules trained in stage ``"restoration"`` (frozen in stage 2) or ``"fusion"``."""
         restoration = [self.stem_ir, self.stem_vi, self.estimator, self.encoder_moe, self.encoder,
@@ -301,7 +320,27 @@ class MexFusionNet(nn.Module):
         x = skips[-1]
         for level in reversed(range(len(self.decoder))):
             x = self.decoder[level](self.ups[level](x) + skips[level])
-        return ir + self.shuffle(self.head_ir(x[:batch])), vi + self.shuffle(self.head_vi(x[batch:]))
+        residual_ir, residual_vi = self.head_ir(x[:batch]), self.head_vi(x[batch:])
+        if self.config.restoration_gate:
+            gate_ir, gate_vi = self.restoration_gates(encoded.degradation)
+            residual_ir, residual_vi = residual_ir * gate_ir, residual_vi * gate_vi
+        return ir + self.shuffle(residual_ir), vi + self.shuffle(residual_vi)
+
+    def restoration_gates(self, degradation: DegradationOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per pair, the probability that the infrared / visible image has any degradation
+        (``1 - prod(1 - p_type)`` over the estimator's types of that modality), ``(B, 1, 1, 1)`` each.
+
+        Detached: the estimate is learnt from the degradation labels alone, and the restoration
+        learns to act in proportion to it, so an input the estimator calls clean passes unchanged
+        (a camera's own look is not a degradation to remove).
+        """
+        probabilities = degradation.probabilities.detach()
+        clean = 1.0 - probabilities
+        gates = []
+        for prefix in ("ir_", "vi_"):
+            index = [i for i, name in enumerate(self.config.degradation_types) if name.startswith(prefix)]
+            gates.append((1.0 - clean[:, index].prod(dim=1)).view(-1, 1, 1, 1))
+        return gates[0], gates[1]
 
     def forward_fusion(self, encoded: EncodedPair, restored_ir: torch.Tensor, restored_vi: torch.Tensor
                        ) -> tuple[torch.Tensor, list[GateDecision], torch.Tensor]:
@@ -326,9 +365,12 @@ class MexFusionNet(nn.Module):
             moe = self.fusion_moe["output"](x, condition)
             x, balance = moe.features, balance + moe.balance_loss
             routing.append(GateDecision("fusion_output", moe.indices, moe.weights))
+        luminance = rgb_to_luminance(restored_vi)
+        if isinstance(self.fusion_head, PyramidFusion):
+            fused, _ = self.fusion_head(x, restored_ir, luminance)
+            return fused, routing, balance
         weight_logit, delta = self.shuffle(self.fusion_head(x)).chunk(2, dim=1)
         weight = weight_logit.sigmoid()
-        luminance = rgb_to_ycbcr(restored_vi)[:, :1]
         return weight * restored_ir + (1.0 - weight) * luminance + delta, routing, balance
 
     def forward(self, ir: torch.Tensor, vi: torch.Tensor, fuse: bool = True) -> ModelOutput:
@@ -360,8 +402,7 @@ class MexFusionNet(nn.Module):
         if fuse:
             fused_y, fusion_routing, fusion_balance = self.forward_fusion(encoded, restored_ir, restored_vi)
             # Chroma of the displayable (clipped) restored image, so fused and restored colours agree.
-            chroma = rgb_to_ycbcr(restored_vi.clamp(0.0, 1.0))[:, 1:]
-            output.fused = crop(ycbcr_to_rgb(torch.cat((fused_y, chroma), dim=1)))
+            output.fused = crop(replace_luminance(restored_vi.clamp(0.0, 1.0), fused_y))
             output.fused_luminance = crop(fused_y)
             output.routing = output.routing + fusion_routing
             output.balance_loss = output.balance_loss + fusion_balance

@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     parser.add_argument("--from-stage1", type=Path, default=None, metavar="STAGE1_PT",
                         help="start from the stage1.pt of an earlier run and train only stage 2 (fusion)")
+    parser.add_argument("--init", type=Path, default=None, metavar="WEIGHTS_PT",
+                        help="start both stages from this weights file (same configuration): fine-tuning")
     parser.add_argument("--device", default=None, help="device override (auto, cpu, cuda, cuda:N)")
     parser.add_argument("--threads", type=int, default=None, help="override the config's torch threads")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     command = "mex-fusion train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     try:
         final = train(config, out, resume=args.resume, progress=not args.no_progress, command=command,
-                      from_stage1=args.from_stage1)
+                      from_stage1=args.from_stage1, init=args.init)
     except (FileExistsError, FileNotFoundError, ValueError, WeightsError) as error:
         print(f"mex-fusion train: {error}", file=sys.stderr)
         return 2

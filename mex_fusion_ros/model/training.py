@@ -35,6 +35,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
+from mex_fusion_ros.data.degradations import CameraVariation
+from mex_fusion_ros.data.paired import ImagePair, find_pairs, read_pair_names, select_pairs
 from mex_fusion_ros.model import create_model
 from mex_fusion_ros.model.losses import LossWeights, degradation_loss, fusion_losses, restoration_losses
 from mex_fusion_ros.model.network import MexFusionNet, ModelOutput
@@ -49,8 +51,15 @@ class TrainConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    #: Folder of registered training pairs (``ir/`` + ``vi/``; MSRS/M3FD/LLVIP layouts work).
-    train: str = "../shared/data/roadscene/train"
+    #: Folders of registered training pairs (``ir/`` + ``vi/``; MSRS/M3FD/LLVIP layouts work); a
+    #: single folder may be given as a string.
+    train: tuple[str, ...] = ("../shared/data/roadscene/train",)
+    #: Text file of pair names (one per line) kept out of training: a held-out validation split
+    #: of a training folder, evaluated with ``mex-fusion eval --pairs`` (empty: none).
+    holdout: str = ""
+    #: Sampling weight of each pair of each ``train`` folder (one per folder; empty: all 1): a
+    #: small second camera's pairs can be drawn as often as a large first one's.
+    train_weights: tuple[float, ...] = ()
     #: Folder of validation pairs (empty: no validation).
     val: str = "../shared/data/roadscene/val"
     #: Side of the square random training crops.
@@ -62,7 +71,11 @@ class DataConfig:
     #: Frames of the synthetic demo scene (``bag.scene``, 320x256, four seeds, day to dusk) added to
     #: the training pairs, so the shipped network also knows the look of the built-in demo.
     scene_frames: int = 0
-
+    #: Camera augmentation (``DegradedCropDataset``): probability of each look change of
+    #: ``data.degradations.vary_camera`` (0 = off), and the (low, high) range of the resolution
+    #: change of half of the crops (empty = off).
+    camera_variation: float = 0.0
+    rescale: tuple[float, ...] = ()
 
 @dataclass(frozen=True)
 class StageConfig:
@@ -128,6 +141,8 @@ def _build_dataclass(cls: type, values: Mapping[str, Any], where: str) -> Any:
     converted: dict[str, Any] = {}
     for key, value in values.items():
         default = getattr(defaults, key)
+        if isinstance(default, tuple) and isinstance(value, str) and key == "train":
+            value = (value,)
         if isinstance(default, tuple):
             if not isinstance(value, list | tuple):
                 raise TrainConfigError(f"{where}.{key}: expected a list, got {value!r}")
@@ -161,7 +176,49 @@ def train_config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
         stage_config: StageConfig = getattr(config, stage)
         if stage_config.steps < 0 or stage_config.batch_size < 1:
             raise TrainConfigError(f"{stage}: steps must be >= 0 and batch_size >= 1")
+    data = config.data
+    if not data.train:
+        raise TrainConfigError("data.train: name at least one folder of training pairs")
+    if data.train_weights and (len(data.train_weights) != len(data.train)
+                               or any(w < 0 for w in data.train_weights)):
+        raise TrainConfigError(f"data.train_weights: one non-negative weight per train folder, got "
+                               f"{list(data.train_weights)} for {len(data.train)} folders")
+    if data.rescale and (len(data.rescale) != 2 or not 0 < data.rescale[0] <= data.rescale[1]):
+        raise TrainConfigError(f"data.rescale: expected [low, high] with 0 < low <= high, got {list(data.rescale)}")
+    if not 0.0 <= data.camera_variation <= 1.0:
+        raise TrainConfigError(f"data.camera_variation: expected a probability in [0, 1], got {data.camera_variation}")
     return config
+
+
+def training_pairs(data: DataConfig) -> tuple[tuple[ImagePair, ...], tuple[float, ...]]:
+    """Every pair of the ``data.train`` folders except those named in ``data.holdout``, and each
+    pair's sampling weight (``data.train_weights`` of its folder)."""
+    held_out = read_pair_names(data.holdout) if data.holdout else ()
+    pairs: list[ImagePair] = []
+    weights: list[float] = []
+    found = 0
+    for index, folder in enumerate(data.train):
+        listed = find_pairs(folder).pairs
+        kept = select_pairs(listed, drop=held_out)
+        found += len(listed)
+        pairs.extend(kept)
+        weights += [data.train_weights[index] if data.train_weights else 1.0] * len(kept)
+    if held_out and len(pairs) == found:
+        raise TrainConfigError(f"data.holdout: none of the pairs in {data.holdout} is in {list(data.train)}")
+    return tuple(pairs), tuple(weights)
+
+
+def describe_training_data(data: DataConfig) -> str:
+    """One line for the weights metadata: folders, held-out split, scene frames, augmentation."""
+    parts = [" + ".join(data.train if not data.train_weights else
+                        [f"{folder} (weight {weight:g})" for folder, weight in zip(data.train, data.train_weights)])]
+    if data.holdout:
+        parts.append(f"without the pairs of {data.holdout}")
+    if data.scene_frames:
+        parts.append(f"+ {data.scene_frames} demo-scene frames")
+    if data.camera_variation or data.rescale:
+        parts.append(f"(camera variation p={data.camera_variation}, rescale {list(data.rescale) or 'off'})")
+    return " ".join(parts)
 
 
 def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
@@ -321,7 +378,9 @@ def _image_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
 def validate(model: MexFusionNet, config: TrainConfig, device: torch.device) -> dict[str, float]:
     """Fast validation on centre crops of the first val pairs, every preset of ``config.validation``.
 
-    Metrics: PSNR of the restored IR/visible to the clean sources, PSNR of the fused luminance from
+    Metrics: PSNR of the restored IR/visible to the clean sources, each over the presets that
+    degrade that modality only (an untouched input would add a huge, meaningless PSNR; the gated
+    restoration passes it through unchanged), PSNR of the fused luminance from
     the averaged MSE to both clean sources (as the evaluation) and the same for average fusion of
     the degraded inputs (reference), degradation presence accuracy per type and per image (all
     types right), mean severity error.
@@ -335,7 +394,7 @@ def validate(model: MexFusionNet, config: TrainConfig, device: torch.device) -> 
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
-    count = 0
+    counts: dict[str, int] = {}
     side = config.validation.crop_size
     for pair_index, pair in enumerate(pairs):
         ir, vi = read_pair(pair)
@@ -357,9 +416,14 @@ def validate(model: MexFusionNet, config: TrainConfig, device: torch.device) -> 
                              + float(torch.mean((average - c_y) ** 2)))
             present = torch.from_numpy(degraded.label.present_mask()).to(device).bool()
             predicted = out.degradation_logits[0].sigmoid() >= 0.5
+            kinds = degraded.label.present()
+            restored = {}
+            if any(kind.startswith("ir_") for kind in kinds):
+                restored["psnr_restored_ir"] = _psnr(out.restored_ir, c_ir)
+            if any(kind.startswith("vi_") for kind in kinds):
+                restored["psnr_restored_vi"] = _psnr(out.restored_vi, c_vi)
             values = {
-                "psnr_restored_ir": _psnr(out.restored_ir, c_ir),
-                "psnr_restored_vi": _psnr(out.restored_vi, c_vi),
+                **restored,
                 "psnr_fused": 10 * math.log10(1 / max(mse, 1e-12)),
                 "psnr_average_degraded": 10 * math.log10(1 / max(mse_avg, 1e-12)),
                 "degradation_type_accuracy": float((predicted == present).float().mean()),
@@ -369,10 +433,10 @@ def validate(model: MexFusionNet, config: TrainConfig, device: torch.device) -> 
             }
             for key, value in values.items():
                 sums[key] = sums.get(key, 0.0) + value
-            count += 1
+                counts[key] = counts.get(key, 0) + 1
     model.train(was_training)
     assert len(DEGRADATION_TYPES) == len(model.config.degradation_types)
-    return {key: value / max(count, 1) for key, value in sums.items()}
+    return {key: value / counts[key] for key, value in sums.items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -421,7 +485,8 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 TRAIN_COLUMNS = ["step", "stage", "epoch", "lr", "loss", "l1", "gradient", "presence", "severity",
-                 "intensity", "ssim", "fidelity_l1", "fidelity_l2", "correlation", "overshoot", "balance",
+                 "intensity", "ssim", "fidelity_l1", "fidelity_l2", "correlation", "overshoot", "edge_transfer",
+                 "balance",
                  "seconds_per_step", "elapsed_s"]
 VAL_COLUMNS = ["step", "stage", "psnr_restored_ir", "psnr_restored_vi", "psnr_fused", "psnr_average_degraded",
                "degradation_type_accuracy", "degradation_image_accuracy", "severity_mae"]
@@ -429,6 +494,28 @@ VAL_COLUMNS = ["step", "stage", "psnr_restored_ir", "psnr_restored_vi", "psnr_fu
 
 def _unwrap(model: nn.Module) -> MexFusionNet:
     return model.module if isinstance(model, DistributedDataParallel) else model  # type: ignore[return-value]
+
+
+#: Model configuration fields that only shape the fusion stage: a stage-1 file may differ in them.
+FUSION_ONLY_FIELDS = ("fusion_output", "pyramid_levels", "fusion_moe", "fusion_num_experts", "fusion_top_k",
+                      "fusion_decoder_blocks")
+
+
+def load_restoration_modules(model: MexFusionNet, path: str | os.PathLike[str]) -> None:
+    """Copy the stage-1 (restoration) modules of a weights file into ``model``.
+
+    The file may be a run's ``stage1.pt`` or a final weights file (stage 2 leaves the restoration
+    modules as stage 1 made them), and may differ from ``model`` in the fusion-only fields, so a new
+    fusion design can be trained on an existing restoration stage. ``ValueError`` names a mismatch.
+    """
+    source, _ = load_weights(path)
+    ours = {k: v for k, v in model.config.to_dict().items() if k not in FUSION_ONLY_FIELDS and k != "name"}
+    theirs = {k: v for k, v in source.config.to_dict().items() if k not in FUSION_ONLY_FIELDS and k != "name"}
+    differences = sorted(k for k in ours if ours[k] != theirs.get(k))
+    if differences:
+        raise ValueError(f"{path}: its restoration modules have another configuration ({', '.join(differences)})")
+    for target, origin in zip(model.stage_modules("restoration"), source.stage_modules("restoration")):
+        target.load_state_dict(origin.state_dict())
 
 
 def scene_training_images(count: int, seeds: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -451,12 +538,15 @@ def scene_training_images(count: int, seeds: int = 4) -> list[tuple[np.ndarray, 
 
 
 def train(config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool = False,
-          progress: bool = True, command: str = "", from_stage1: str | os.PathLike[str] | None = None) -> Path:
+          progress: bool = True, command: str = "", from_stage1: str | os.PathLike[str] | None = None,
+          init: str | os.PathLike[str] | None = None) -> Path:
     """Run (or resume) both stages; returns the path of the final weights file in ``out_dir``.
 
     ``from_stage1``: a ``stage1.pt`` of an earlier run (same model configuration): its restoration
     modules are taken as they are and only stage 2 runs, so the fusion stage can be re-tuned (loss
-    weights, schedule) without repeating the restoration stage.
+    weights, schedule) without repeating the restoration stage. ``init``: a weights file of the same
+    configuration whose every module starts the run (fine-tuning both stages on new data, with the
+    schedule of the configuration).
     """
     from tqdm import tqdm
 
@@ -475,8 +565,10 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool 
     if not resume and checkpoint_path.exists():
         raise FileExistsError(f"{out_dir} already holds a run ({checkpoint_path}); "
                               "use --resume or another --out")
-    if resume and from_stage1 is not None:
-        raise ValueError("--from-stage1 starts a new run; it cannot be combined with --resume")
+    if resume and (from_stage1 is not None or init is not None):
+        raise ValueError("--from-stage1 and --init start a new run; they cannot be combined with --resume")
+    if from_stage1 is not None and init is not None:
+        raise ValueError("choose one of --from-stage1 (train stage 2 only) and --init (start both stages)")
 
     seed = config.seed + context.rank
     random.seed(seed)
@@ -494,18 +586,23 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool 
         step, epoch = checkpoint["step"], checkpoint["epoch"]
         elapsed_before = checkpoint.get("elapsed_s", 0.0)
         _set_rng_state(checkpoint["rng"])
+    elif init is not None:
+        initial, _ = load_weights(init, expected=model.config)
+        model.load_state_dict(initial.state_dict())
     elif from_stage1 is not None:
-        stage1_model, stage1_metadata = load_weights(from_stage1, expected=model.config)
-        if stage1_metadata.get("stage") != "restoration":
-            raise ValueError(f"{from_stage1} is not a stage-1 file (its metadata says stage "
-                             f"{stage1_metadata.get('stage')!r}); use the stage1.pt of a run")
-        model.load_state_dict(stage1_model.state_dict())
+        load_restoration_modules(model, from_stage1)
         step = config.restoration.steps
         epoch = step * config.restoration.batch_size // max(1, config.data.samples_per_epoch)
 
-    dataset = DegradedCropDataset(config.data.train, crop_size=config.data.crop_size, seed=config.seed,
-                                  samples_per_epoch=config.data.samples_per_epoch,
-                                  extra_images=scene_training_images(config.data.scene_frames))
+    data = config.data
+    pairs, pair_weights = training_pairs(data)
+    scene = scene_training_images(data.scene_frames)
+    dataset = DegradedCropDataset(pairs, crop_size=data.crop_size, seed=config.seed,
+                                  samples_per_epoch=data.samples_per_epoch, extra_images=scene,
+                                  pair_weights=(*pair_weights, *[1.0] * len(scene)) if data.train_weights else None,
+                                  rescale=tuple(data.rescale) if data.rescale else None,
+                                  camera_variation=CameraVariation(p=data.camera_variation)
+                                  if data.camera_variation > 0 else None)
     train_log = CsvLog(out_dir / "train.csv", TRAIN_COLUMNS) if context.is_main else None
     val_log = CsvLog(out_dir / "val.csv", VAL_COLUMNS) if context.is_main and config.data.val else None
     if context.is_main:
@@ -602,11 +699,11 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool 
         if not metrics:
             metrics = run_validation("fusion")
         save_weights(final, _unwrap(model), {
-            "data": config.data.train + (f" + {config.data.scene_frames} demo-scene frames"
-                                         if config.data.scene_frames else ""), "command": command,
+            "data": describe_training_data(config.data), "command": command,
             "steps": {s: getattr(config, s).steps for s in STAGES},
             "train_seconds": round(elapsed(), 1), "world_size": context.world_size,
             **({"from_stage1": str(from_stage1)} if from_stage1 is not None else {}),
+            **({"init": str(init)} if init is not None else {}),
             "distributed": context.enabled,
             "train_config": train_config_to_dict(config), "validation": metrics,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -4,13 +4,20 @@ Layout (a ``torch.save`` dict): ``format`` (= :data:`WEIGHTS_FORMAT`), ``version
 (``ModelConfig.to_dict()``), ``state_dict``, ``metadata`` (free-form: data, command, steps, time,
 validation metrics). Loading rebuilds the network from the stored configuration, optionally checks
 it against the configuration the caller expects, and loads the state dict strictly. Every failure
-(missing, unreadable, wrong format, configuration mismatch, tensors that do not fit) raises one
-:class:`WeightsError` naming the file.
+(missing, empty, unreadable, wrong format, pickled code, non-finite tensors, configuration mismatch,
+tensors that do not fit) raises one :class:`WeightsError`: one line naming the file and the reason.
+
+Files are always read with ``torch.load(weights_only=True)``: a weights file is data, and a file
+that needs arbitrary unpickling (code) is refused, never loaded "unsafely". torch's own messages
+for such files run to many lines and end in the advice to load with ``weights_only=False``; they
+are replaced here by one line saying what the file is.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,16 +59,68 @@ def save_weights(path: str | os.PathLike[str], model: MexFusionNet,
     return path
 
 
+#: torch.save writes zip archives (since torch 1.6); every file it writes starts with this.
+_ZIP_MAGIC = b"PK\x03\x04"
+#: How torch's weights-only unpickler names a global it refuses (a class or function: code).
+_REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+?)(?: whose| was|\.?$)|unrecognized function (\S+)", re.MULTILINE)
+
+
+def _load_failure_reason(head: bytes, error: BaseException) -> str:
+    """One line for a ``torch.load(weights_only=True)`` failure, without torch's unsafe advice.
+
+    ``head``: the file's first bytes, which tell a damaged torch archive from something else.
+    """
+    message = str(error)
+    refused = _REFUSED_GLOBAL.search(message)
+    if refused:
+        name = refused.group(1) or refused.group(2)
+        return (f"refused: the file contains pickled code ({name}) that weights_only loading does not "
+                "allow; a mex_fusion_ros weights file holds tensors and plain data only")
+    if "TorchScript" in message:
+        return "not a mex_fusion_ros weights file (a TorchScript archive)"
+    if head.startswith(_ZIP_MAGIC):
+        if "central directory" in message or "PytorchStreamReader" in message:
+            return "cannot be read: a truncated or damaged torch archive (zip)"
+        return "not a mex_fusion_ros weights file (a zip archive that torch.save did not write)"
+    if head.startswith(b"\x80"):  # pickle's PROTO opcode: a bare pickle (torch.save writes zips)
+        return "not a mex_fusion_ros weights file (a bare pickle, not a torch.save archive)"
+    return f"not a mex_fusion_ros weights file (not a torch.save archive; it starts with {head[:8]!r})"
+
+
+def _first_non_finite(state_dict: dict[str, Any]) -> str | None:
+    """The first entry of ``state_dict`` that is not a tensor or holds NaN/inf, described; else None."""
+    for name, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            return f"state_dict entry {name!r} is a {type(value).__name__}, not a tensor"
+        if value.is_floating_point() or value.is_complex():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                return (f"tensor {name!r} holds {bad} non-finite (NaN/inf) value{'s' if bad > 1 else ''} "
+                        f"of {value.numel()}; the training diverged or the file is damaged")
+    return None
+
+
 def read_weights_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The raw payload of a weights file, validated for format (``WeightsError`` otherwise)."""
+    """The raw payload of a weights file, validated for format and finite tensors (``WeightsError``)."""
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"weights file {path} is a directory, not a file")
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for truncated/corrupt files
-        raise WeightsError(f"weights file {path} cannot be read (corrupt or not a torch file): {error}"
-                           ) from None
+        with path.open("rb") as stream:
+            head = stream.read(64)
+    except OSError as error:
+        raise WeightsError(f"weights file {path} cannot be read: {error.strerror or error}") from None
+    if not head:
+        raise WeightsError(f"weights file {path} is an empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # e.g. "Detected pickle protocol 4": noise next to the one-line error that follows.
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for truncated/corrupt/foreign files
+        raise WeightsError(f"weights file {path}: {_load_failure_reason(head, error)}") from None
     if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
         raise WeightsError(f"weights file {path} is not a {WEIGHTS_FORMAT} file (no 'format' marker)")
     if payload.get("version") != WEIGHTS_VERSION:
@@ -70,6 +129,10 @@ def read_weights_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     for key in ("config", "state_dict"):
         if not isinstance(payload.get(key), dict):
             raise WeightsError(f"weights file {path} lacks its {key!r} entry")
+    # A NaN weight turns every output pixel NaN, which the node publishes as black frames.
+    problem = _first_non_finite(payload["state_dict"])
+    if problem:
+        raise WeightsError(f"weights file {path} is unusable: {problem}")
     return payload
 
 

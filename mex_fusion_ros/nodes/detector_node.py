@@ -8,6 +8,13 @@
 
 Inference runs in the subscription callback, as yolo_ros does: the QoS depth bounds what waits,
 and every image the node takes gets its detections (so consumers can join them by stamp).
+
+Without a usable model — typically an offline robot with the default ``yolov8n.pt`` never
+downloaded — the node does not exit (``ros2 launch`` would go on with half a graph and nothing
+on /diagnostics): it stays up, logs why, publishes ERROR "no detector model: ..." on /diagnostics
+every ``diagnostics_period``, publishes no detections (an empty array would claim "nothing
+there") and loads the model as soon as ``model`` is set (``ros2 param set /detector_node model
+/path/yolov8n.pt``; the reply says whether it loaded).
 """
 from __future__ import annotations
 
@@ -25,12 +32,12 @@ from mex_fusion_msgs.msg import Detection, DetectionArray
 from mex_fusion_ros.codec.image_codec import to_rgb
 from mex_fusion_ros.config import DETECTOR_NODE_PARAMETERS, ParamValue
 from mex_fusion_ros.nodes import graph
-from mex_fusion_ros.nodes.diagnostics import OK, WARN, make_status, percentile_values
+from mex_fusion_ros.nodes.diagnostics import ERROR, OK, WARN, make_status, percentile_values
 from mex_fusion_ros.nodes.entry import run_node
 from mex_fusion_ros.nodes.image_msgs import array_to_image_msg, image_msg_to_array
-from mex_fusion_ros.nodes.params import declare_from_specs, parameter_guard
+from mex_fusion_ros.nodes.params import NODE_OPTIONS, ParameterSpecError, declare_from_specs, parameter_guard
 from mex_fusion_ros.nodes.stats import Counters, DurationWindow, RateMeter
-from mex_fusion_ros.nodes.yolo import Box, DetectorError, YoloDetector
+from mex_fusion_ros.nodes.yolo import Box, DetectorError, YoloDetector, class_filter
 
 try:  # vision_msgs is the ROS standard for detections, but not installed everywhere (not on PyPI).
     from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
@@ -72,16 +79,26 @@ class DetectorNode(Node):
     """The detector node; keyword arguments go to ``rclpy.node.Node``."""
 
     def __init__(self, node_name: str = "detector_node", **node_kwargs: Any) -> None:
-        super().__init__(node_name, **node_kwargs)
+        super().__init__(node_name, **{**NODE_OPTIONS, **node_kwargs})
         self.params: dict[str, ParamValue] = declare_from_specs(self, DETECTOR_NODE_PARAMETERS)
-        self.counters = Counters(("images", "decode_errors", "detection_errors", "detections"))
+        try:
+            class_filter(self.params["classes"])
+        except ValueError as error:
+            raise ParameterSpecError(f"{node_name}.classes", str(error)) from None
+        self.counters = Counters(("images", "decode_errors", "detection_errors", "detections",
+                                  "images_without_model"))
         self.input_rate = RateMeter(RATE_WINDOW_S)
         self.inference_ms = DurationWindow()
         self.latency_ms = DurationWindow()
         self._last_error = ""
 
         self.detector: YoloDetector | None = None
-        self.load_model()
+        #: Why there is no detector (shown on /diagnostics as ERROR); "" once a model is loaded.
+        self.model_problem = ""
+        try:
+            self.detector = self.load_model(self.params)
+        except DetectorError as error:
+            self.model_problem = f"no detector model: {error}"
 
         if self.params["input.reliable"]:
             qos = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
@@ -96,28 +113,51 @@ class DetectorNode(Node):
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, graph.DIAGNOSTICS, 10)
         self.create_timer(float(self.params["diagnostics_period"]), self.publish_diagnostics)
         self.add_on_set_parameters_callback(parameter_guard(DETECTOR_NODE_PARAMETERS, self._apply_parameters))
-        self.get_logger().info(
-            f"detecting with {self.params['model']!r} on {self.detector.device}"
-            + ("" if self.vision_pub else "; vision_msgs not installed, detections_2d not published"))
+        vision = "" if self.vision_pub else "; vision_msgs not installed, detections_2d not published"
+        if self.detector is not None:
+            self.get_logger().info(f"detecting with {self.params['model']!r} on {self.detector.device}{vision}")
+        else:
+            self.get_logger().error(f"{self.model_problem}; running without detections until `model` is set: "
+                                    f"ros2 param set {self.get_fully_qualified_name()} model /path/to/model.pt"
+                                    f"{vision}")
+            self.publish_diagnostics()  # the ERROR now, not only after the first period
 
-    def load_model(self) -> None:
-        """The heavy step: load the YOLO model and run one warm-up forward."""
-        self.detector = YoloDetector(
-            str(self.params["model"]), device=str(self.params["device"]), half=bool(self.params["half"]),
-            conf=float(self.params["conf"]), iou=float(self.params["iou"]),
-            classes=list(self.params["classes"]), image_size=int(self.params["image_size"]))
-        self.detector.warm_up(int(self.params["image_size"]), int(self.params["image_size"]))
+    @staticmethod
+    def load_model(params: dict[str, ParamValue]) -> YoloDetector:
+        """The heavy step: load the YOLO model of ``params`` and run one warm-up forward.
+
+        Raises ``DetectorError`` (naming `model` or the device) when it cannot be used.
+        """
+        detector = YoloDetector(
+            str(params["model"]), device=str(params["device"]), half=bool(params["half"]),
+            conf=float(params["conf"]), iou=float(params["iou"]),
+            classes=list(params["classes"]), image_size=int(params["image_size"]))
+        detector.warm_up(int(params["image_size"]), int(params["image_size"]))
+        return detector
 
     def _apply_parameters(self, changes: dict[str, ParamValue]) -> None:
-        self.params.update(changes)
+        """Runs in this node's executor, between two images; ``ValueError`` refuses the request."""
+        params = {**self.params, **changes}
+        class_filter(params["classes"])  # ValueError: a negative id other than a lone -1
+        if "model" in changes:
+            try:
+                detector = self.load_model(params)  # seconds: the caller's `ros2 param set` waits for it
+            except DetectorError as error:
+                raise ValueError(f"model: {error}") from None
+            self.detector, self.model_problem = detector, ""
+            self.get_logger().info(f"detecting with {params['model']!r} on {detector.device}")
+        self.params = params
         if self.detector is not None:
-            self.detector.conf = float(self.params["conf"])
-            self.detector.iou = float(self.params["iou"])
-            self.detector.classes = list(self.params["classes"])
+            self.detector.conf = float(params["conf"])
+            self.detector.iou = float(params["iou"])
+            self.detector.classes = list(params["classes"])
 
     def _on_image(self, msg: Image) -> None:
         self.input_rate.tick(time.monotonic())
         self.counters.add("images")
+        if self.detector is None:
+            self.counters.add("images_without_model")  # /diagnostics says ERROR and why
+            return
         try:
             image = image_msg_to_array(msg, copy=False)
             if image.ndim == 3:
@@ -133,7 +173,6 @@ class DetectorNode(Node):
                                       throttle_duration_sec=LOG_THROTTLE_S)
             return
         try:
-            assert self.detector is not None
             result = self.detector.detect(image, annotate=self.annotated_pub is not None)
         except Exception as error:  # noqa: BLE001 - e.g. an image ultralytics cannot letterbox
             self.counters.add("detection_errors")
@@ -141,6 +180,8 @@ class DetectorNode(Node):
             self.get_logger().warning(f"detection failed: {self._last_error}",
                                       throttle_duration_sec=LOG_THROTTLE_S)
             return
+        if not self.context.ok():
+            return  # shut down during the forward: publishing now would only raise
         array = DetectionArray(header=msg.header,
                                detections=[detection_message(box) for box in
                                            sorted(result.boxes, key=lambda box: -box.score)])
@@ -159,12 +200,16 @@ class DetectorNode(Node):
         values: dict[str, Any] = {"input_rate_hz": self.input_rate.rate(time.monotonic()), **counts}
         values.update(percentile_values("inference", self.inference_ms.summary()))
         values.update(percentile_values("latency", self.latency_ms.summary()))
-        values.update({"model": str(self.params["model"]),
+        values.update({"model": str(self.params["model"]), "model_loaded": self.detector is not None,
                        "device": self.detector.device if self.detector else "",
                        "vision_msgs": self.vision_pub is not None})
         errors = counts["decode_errors"] + counts["detection_errors"]
-        level, message = (WARN, f"{errors} images not processed; last: {self._last_error}") if errors else (
-            OK, f"{values['input_rate_hz']:.1f} Hz")
+        if self.detector is None:
+            level, message = ERROR, f"{self.model_problem}; set `model` to load one"
+        elif errors:
+            level, message = WARN, f"{errors} images not processed; last: {self._last_error}"
+        else:
+            level, message = OK, f"{values['input_rate_hz']:.1f} Hz"
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
         array.status = [make_status(f"{self.get_name()}: detector", self.get_fully_qualified_name(), level,

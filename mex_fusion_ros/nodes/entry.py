@@ -1,9 +1,11 @@
 """The ``main`` every node executable shares: ``ros2 run mex_fusion_ros <node> [--ros-args ...]``.
 
-Humble-compatible start-up (``rclpy.init(args=...)`` + ``try/finally rclpy.try_shutdown()``;
-rolling's ``with rclpy.init()`` does not exist on Humble). ``--help`` prints the node's topics and
-parameters without starting ROS. A node that cannot start (missing weights or model, invalid
-parameter) prints one line naming the parameter and exits with status 1.
+Humble-compatible start-up and stop (``nodes.spinning.run_until_stopped``: ``rclpy.init`` without
+rclpy's signal handlers, ``try/finally``; rolling's ``with rclpy.init()`` does not exist on Humble).
+``--help`` prints the node's topics and parameters without starting ROS. A node that cannot start
+(missing weights, invalid parameter) prints one line naming the parameter and exits with status 1.
+SIGINT and SIGTERM — also twice, as a terminal plus ``ros2 launch`` send them — stop the node
+cleanly with status 0: callbacks and worker threads end before the publishers and the context go.
 """
 from __future__ import annotations
 
@@ -11,13 +13,12 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.utilities import remove_ros_args
 
-from mex_fusion_ros.config import NODE_PARAMETERS, ConfigError
+from mex_fusion_ros.config import NODE_PARAMETERS, ConfigError, check_parameters_files
 from mex_fusion_ros.deploy.allocator import retain_freed_memory
+from mex_fusion_ros.nodes.spinning import end_process, run_until_stopped
 
 
 def usage(executable: str, description: str) -> argparse.ArgumentParser:
@@ -30,26 +31,22 @@ def usage(executable: str, description: str) -> argparse.ArgumentParser:
                f"parameters:\n{parameters}")
 
 
-def run_node(executable: str, description: str, factory: Callable[[], Node],
+def run_node(executable: str, description: str, factory: Callable[..., Node],
              startup_errors: tuple[type[BaseException], ...], args: Sequence[str] | None = None) -> int:
-    """Parse ``--help``, start ROS, build the node with ``factory``, spin until shutdown."""
+    """Parse ``--help``, start ROS, build the node with ``factory(context=...)``, spin until stopped."""
     argv = list(sys.argv if args is None else args)
+    try:  # before rcl parses the files (remove_ros_args, init): one line where rcl's error is a traceback
+        check_parameters_files(executable, argv)
+    except ConfigError as error:
+        print(f"{executable}: {error}", file=sys.stderr)
+        return 1
     usage(executable, description).parse_args(remove_ros_args(argv)[1:])  # exits on --help / unknown flags
     retain_freed_memory()  # per-frame tensors reuse freed pages instead of faulting (deploy/allocator.py)
-    rclpy.init(args=argv)
-    node = None
     try:
-        node = factory()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
+        stopped_by = run_until_stopped(lambda context: [factory(context=context)], argv)
     except (*startup_errors, ConfigError) as error:
         print(f"{executable}: {error}", file=sys.stderr)
         return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    if stopped_by:
+        end_process(0)  # stopped by a signal: skip the interpreter's slow teardown
     return 0

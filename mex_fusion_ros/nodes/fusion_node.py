@@ -9,6 +9,19 @@ Topics (relative names; remap or namespace them):
   camera), ``restored/thermal`` + ``restored/rgb`` (``output.publish_restored``, when the fuser
   restores), ``fusion/status`` (``mex_fusion_msgs/FusionStatus`` per frame), ``/diagnostics``.
 
+Input QoS: unless ``input.reliable`` forces reliable, each image subscription matches its
+publishers: reliable while every publisher of the topic is reliable (Fast DDS drops best-effort
+samples over 0.5 MB between processes unless the *publisher's* process loads
+``config/fastdds_large_images.xml``), best effort otherwise (it matches any publisher).
+Re-checked every ``QOS_CHECK_PERIOD_S``.
+
+Robustness: a frame with an invalid stamp (negative ``sec``: before 1970, or a 32-bit ``sec``
+wrapped after 2038), one that does not decode, and one larger than ``input.max_pixels`` (checked
+before decoding) is dropped, counted and logged (throttled). Stamps that jump back restart the
+synchroniser (``sync.PairSynchronizer``), which is logged and shown on ``/diagnostics`` for
+``JUMP_WARN_S``. Diagnostics count decoded frames, not messages, and estimate input loss from the
+stamps (``nodes.stats.StampLossMeter``).
+
 Threads: subscription callbacks only decode and hand frames to the synchroniser; the newest pair
 goes into a one-slot mailbox (``LatestPairMailbox``) that a worker thread drains, so callbacks
 never block on inference and a pair that is overtaken before the worker gets to it is dropped
@@ -25,23 +38,32 @@ from typing import Any
 
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.subscription import Subscription
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from mex_fusion_msgs.msg import DegradationScore, ExpertRouting, FusionStatus
 from mex_fusion_ros.codec.agc import ThermalAGC
-from mex_fusion_ros.codec.image_codec import to_rgb
+from mex_fusion_ros.codec.image_codec import ImageTooLargeError
 from mex_fusion_ros.config import FUSION_NODE_PARAMETERS, ParamValue
 from mex_fusion_ros.fusion.registry import CLASSICAL_METHODS, MODEL_CONFIGS, create_fuser
 from mex_fusion_ros.nodes import graph
 from mex_fusion_ros.nodes.diagnostics import ERROR, OK, WARN, make_status, percentile_values
 from mex_fusion_ros.nodes.entry import run_node
-from mex_fusion_ros.nodes.image_msgs import array_to_image_msg, compressed_msg_to_array, image_msg_to_array
-from mex_fusion_ros.nodes.params import declare_from_specs, parameter_guard
+from mex_fusion_ros.nodes.image_msgs import array_to_image_msg, camera_msg_to_frame
+from mex_fusion_ros.nodes.params import NODE_OPTIONS, declare_from_specs, parameter_guard
 from mex_fusion_ros.nodes.pipeline import FusionPipeline, ProcessedFrame, parse_homography
-from mex_fusion_ros.nodes.stats import CameraWatchdog, Counters, DurationWindow, RateMeter
+from mex_fusion_ros.nodes.stats import (
+    CameraWatchdog,
+    Counters,
+    DurationWindow,
+    RateMeter,
+    RecentEvents,
+    StampLossMeter,
+)
 from mex_fusion_ros.sync.synchronizer import FramePair, LatestPairMailbox, PairSynchronizer, StampedFrame
 
 CAMERAS = ("thermal", "rgb")
@@ -53,6 +75,15 @@ WATCHDOG_PERIOD_S = 0.2
 RATE_WINDOW_S = 5.0
 #: Minimum seconds between two log lines of the same bad-input site.
 LOG_THROTTLE_S = 5.0
+#: Seconds /diagnostics stays at WARN after a clock jump, an invalid stamp or an oversized frame.
+JUMP_WARN_S = 10.0
+#: Input loss (fraction of the camera's frames, from its stamps) above which /diagnostics warns.
+INPUT_LOSS_WARN = 0.1
+#: How often the input subscriptions' reliability is matched to their publishers, seconds.
+QOS_CHECK_PERIOD_S = 0.5
+#: A latency (node clock - header stamp) beyond this, either way, means the two are not the same
+#: clock (use_sim_time without /clock gives -1.8e12 ms): reported as unknown, not as a number.
+PLAUSIBLE_LATENCY_S = 60.0
 #: Output QoS: reliable publishers serve both reliable and best-effort subscribers (REP-2003).
 OUTPUT_QOS = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -96,11 +127,29 @@ def stamp_to_ns(stamp: TimeMsg) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
+def stamp_problem(stamp: TimeMsg) -> str | None:
+    """Why a header stamp cannot be a frame's time (None when it can)."""
+    if stamp.sec < 0:
+        return (f"negative stamp (sec={stamp.sec}): before 1970, or a 32-bit time that wrapped after "
+                "2038")
+    if stamp.nanosec >= 1_000_000_000:
+        return f"stamp nanosec={stamp.nanosec} is not below 10^9"
+    return None
+
+
+def plausible_latency_ms(now_ns: int, stamp_ns: int) -> float | None:
+    """``now - stamp`` in ms, or None when the clock is unset (sim time before /clock), the stamp
+    is zero, or the difference is too large for the two to be the same clock."""
+    if now_ns <= 0 or stamp_ns <= 0 or abs(now_ns - stamp_ns) > PLAUSIBLE_LATENCY_S * 1e9:
+        return None
+    return (now_ns - stamp_ns) / 1e6
+
+
 class FusionNode(Node):
     """The fusion node; keyword arguments go to ``rclpy.node.Node`` (namespace, overrides, cli_args)."""
 
     def __init__(self, node_name: str = "fusion_node", **node_kwargs: Any) -> None:
-        super().__init__(node_name, **node_kwargs)
+        super().__init__(node_name, **{**NODE_OPTIONS, **node_kwargs})
         # First, so destroy_node works even when the start-up below fails.
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -114,8 +163,20 @@ class FusionNode(Node):
             raise FusionNodeError(str(error)) from error
 
         self.counters = Counters(("decode_errors_thermal", "decode_errors_rgb", "processing_errors",
-                                  "pairs_matched", "frames_published", "fallback_frames"))
+                                  "pairs_matched", "frames_published", "fallback_frames",
+                                  *(f"{kind}_{camera}" for kind in ("messages", "invalid_stamps", "oversize")
+                                    for camera in CAMERAS)))
+        #: Decoded frames per camera (what the rate, the frame count and the watchdog report).
         self.input_rates = {camera: RateMeter(RATE_WINDOW_S) for camera in CAMERAS}
+        self.stamp_loss = {camera: StampLossMeter(RATE_WINDOW_S) for camera in CAMERAS}
+        #: Messages of any kind, to tell a silent camera from one sending only unusable frames.
+        self.message_watchdog = CameraWatchdog(CAMERAS, float(self.params["camera_timeout"]), time.monotonic())
+        self.refused_inputs = RecentEvents()  # invalid stamps and oversized frames
+        self.clock_jumps = RecentEvents()
+        self._clock_jumps_seen = 0
+        self._last_pair_at = time.monotonic()
+        #: Since when both cameras deliver frames (pairs are expected from then on).
+        self._both_live_since: float | None = None
         self.pair_rate = RateMeter(RATE_WINDOW_S)
         self.publish_rate = RateMeter(RATE_WINDOW_S)
         self.drop_rate = RateMeter(RATE_WINDOW_S)
@@ -133,6 +194,7 @@ class FusionNode(Node):
         self._last_error = ""
         self._dropped_at_last_status = 0
 
+        # Recovers from stamps that jump back (its default max_backward_jump); see _note_clock_jump.
         self.synchronizer = PairSynchronizer(
             mode=str(self.params["sync.mode"]), slop=float(self.params["sync.slop"]),
             queue_size=int(self.params["sync.queue_size"]),
@@ -149,7 +211,7 @@ class FusionNode(Node):
             f"fusing with {self.pipeline.fuser.name!r} on {self.device} "
             f"(sync {self.params['sync.mode']}, slop {self.params['sync.slop']} s, "
             f"{'compressed' if self.params['input.compressed'] else 'raw'} input, "
-            f"{'reliable' if self.params['input.reliable'] else 'sensor-data'} QoS)")
+            f"{'reliable' if self.params['input.reliable'] else 'publisher-matched'} input QoS)")
 
     # ---------------------------------------------------------------------------------------
     # Start-up
@@ -194,24 +256,58 @@ class FusionNode(Node):
         return ThermalAGC(float(params["agc.low_percentile"]), float(params["agc.high_percentile"]),
                           float(params["agc.smoothing"]))
 
-    def _input_qos(self) -> QoSProfile:
-        if self.params["input.reliable"]:
-            # Bag replay: rosbag2 can publish reliably and every recorded frame should count.
+    @staticmethod
+    def _input_qos(reliable: bool) -> QoSProfile:
+        if reliable:
             return QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST,
                               reliability=ReliabilityPolicy.RELIABLE)
-        # REP-2003: subscribers of sensor data use the sensor-data profile (best effort, shallow).
+        # REP-2003: subscribers of sensor data use the sensor-data profile (best effort, shallow),
+        # which matches reliable and best-effort publishers alike.
         return qos_profile_sensor_data
 
+    def _subscribe_image(self, camera: str, reliable: bool) -> None:
+        message_type = CompressedImage if self.params["input.compressed"] else Image
+        topic = {"thermal": graph.THERMAL_IMAGE, "rgb": graph.RGB_IMAGE}[camera]
+        if self.params["input.compressed"]:
+            topic += graph.COMPRESSED_SUFFIX
+        self.image_subscriptions[camera] = self.create_subscription(
+            message_type, topic, lambda msg, c=camera: self._on_image(c, msg), self._input_qos(reliable))
+        self.input_reliable[camera] = reliable
+
+    def _match_publishers(self) -> None:
+        """Subscribe reliably while every publisher of a camera topic is reliable, else best effort.
+
+        What ``ReliabilityPolicy.BEST_AVAILABLE`` does (Iron and later), but re-checked as
+        publishers come and go (BEST_AVAILABLE decides once, and picks reliable when no publisher
+        exists yet, which a best-effort camera started later would never match), and on Humble too.
+        """
+        if self.params["input.reliable"]:
+            return
+        for camera in CAMERAS:
+            subscription: Subscription = self.image_subscriptions[camera]
+            topic = subscription.topic_name
+            publishers = self.get_publishers_info_by_topic(topic)
+            self.publisher_count[camera] = len(publishers)
+            reliable = bool(publishers) and all(
+                info.qos_profile.reliability == ReliabilityPolicy.RELIABLE for info in publishers)
+            if reliable != self.input_reliable[camera]:
+                self.destroy_subscription(subscription)
+                self._subscribe_image(camera, reliable)
+                if reliable:
+                    change = f"{len(publishers)} reliable publisher(s): subscribing reliably"
+                elif publishers:
+                    change = "a best-effort publisher: subscribing best effort"
+                else:
+                    change = "no publisher left: subscribing best effort (matches any publisher)"
+                self.get_logger().info(f"{topic}: {change}")
+
     def _create_interfaces(self) -> None:
-        qos = self._input_qos()
-        compressed = bool(self.params["input.compressed"])
-        for camera, topic in (("thermal", graph.THERMAL_IMAGE), ("rgb", graph.RGB_IMAGE)):
-            if compressed:
-                self.create_subscription(CompressedImage, topic + graph.COMPRESSED_SUFFIX,
-                                         lambda msg, c=camera: self._on_image(c, msg, True), qos)
-            else:
-                self.create_subscription(Image, topic,
-                                         lambda msg, c=camera: self._on_image(c, msg, False), qos)
+        self.image_subscriptions: dict[str, Subscription] = {}
+        self.input_reliable: dict[str, bool] = {}
+        self.publisher_count: dict[str, int] = dict.fromkeys(CAMERAS, 0)
+        for camera in CAMERAS:
+            self._subscribe_image(camera, bool(self.params["input.reliable"]))
+        qos = self._input_qos(bool(self.params["input.reliable"]))
         for camera, topic in (("thermal", graph.THERMAL_INFO), ("rgb", graph.RGB_INFO)):
             self.create_subscription(CameraInfo, topic,
                                      lambda msg, c=camera: self._on_camera_info(c, msg), qos)
@@ -223,8 +319,12 @@ class FusionNode(Node):
                                   "rgb": self.create_publisher(Image, graph.RESTORED_RGB, OUTPUT_QOS)}
         self.status_pub = self.create_publisher(FusionStatus, graph.FUSION_STATUS, OUTPUT_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, graph.DIAGNOSTICS, 10)
-        self.create_timer(float(self.params["diagnostics_period"]), self.publish_diagnostics)
-        self.create_timer(WATCHDOG_PERIOD_S, self._check_cameras)
+        # Supervision runs on the steady clock: with use_sim_time a node clock that waits for /clock
+        # would silence the diagnostics and the camera watchdog exactly when something is wrong.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(float(self.params["diagnostics_period"]), self.publish_diagnostics, clock=steady)
+        self.create_timer(WATCHDOG_PERIOD_S, self._check_cameras, clock=steady)
+        self.create_timer(QOS_CHECK_PERIOD_S, self._match_publishers, clock=steady)
 
     # ---------------------------------------------------------------------------------------
     # Parameters changed at run time
@@ -243,6 +343,7 @@ class FusionNode(Node):
                 self.synchronizer.thermal_offset = float(changes["sync.thermal_offset"])
             if "camera_timeout" in changes:
                 self.watchdog.timeout = float(changes["camera_timeout"])
+                self.message_watchdog.timeout = float(changes["camera_timeout"])
             if "fp16" in changes:
                 self._reload_fuser = True  # rebuilt by the worker between two frames
 
@@ -252,38 +353,50 @@ class FusionNode(Node):
     def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
         self._camera_info[camera] = msg
 
-    def _on_image(self, camera: str, msg: Image | CompressedImage, compressed: bool) -> None:
+    def _on_image(self, camera: str, msg: Image | CompressedImage) -> None:
         now = time.monotonic()
-        # Stamp -> callback: the driver's and DDS's share of the latency, not this node's.
+        self.counters.add(f"messages_{camera}")
+        self.message_watchdog.seen(camera, now)
+        problem = stamp_problem(msg.header.stamp)
+        if problem is not None:
+            self.counters.add(f"invalid_stamps_{camera}")
+            self.refused_inputs.add(now)
+            self.get_logger().warning(f"dropping {camera} frame: {problem}", throttle_duration_sec=LOG_THROTTLE_S)
+            return
         stamp_ns = stamp_to_ns(msg.header.stamp)
-        self.input_delay_ms[camera].add((self.get_clock().now().nanoseconds - stamp_ns) / 1e6)
-        self.input_rates[camera].tick(now)
-        self.watchdog.seen(camera, now)
+        self.stamp_loss[camera].add(stamp_ns, now)
+        encoding = msg.format if isinstance(msg, CompressedImage) else msg.encoding
         try:
-            if compressed:
-                image = compressed_msg_to_array(msg)  # RGB order already
-            else:
-                # A view of msg.data (no copy): the pipeline never writes into its input.
-                image = image_msg_to_array(msg, copy=False)
-                if image.ndim == 3:
-                    image = to_rgb(image, msg.encoding)  # bgr8, rgba8, ... -> RGB order
-            if image.size == 0:
-                raise ValueError(f"zero-size image ({image.shape})")
-        except Exception as error:  # noqa: BLE001 - any bad message must be counted, never crash the node
-            self.counters.add(f"decode_errors_{camera}")
-            encoding = msg.format if compressed else f"{msg.encoding} {msg.width}x{msg.height}"
-            self.get_logger().warning(f"dropping {camera} frame ({encoding}): {error}",
+            image = camera_msg_to_frame(msg, max_pixels=int(self.params["input.max_pixels"]))
+        except ImageTooLargeError as error:
+            self.counters.add(f"oversize_{camera}")
+            self.refused_inputs.add(now)
+            self.get_logger().warning(f"dropping {camera} frame: {error} (parameter input.max_pixels)",
                                       throttle_duration_sec=LOG_THROTTLE_S)
             return
-        frame = StampedFrame(stamp_ns,
-                             DecodedFrame(image, msg.header, msg.format if compressed else msg.encoding, now))
+        except Exception as error:  # noqa: BLE001 - any bad message must be counted, never crash the node
+            self.counters.add(f"decode_errors_{camera}")
+            what = encoding if isinstance(msg, CompressedImage) else f"{encoding} {msg.width}x{msg.height}"
+            self.get_logger().warning(f"dropping {camera} frame ({what}): {error}",
+                                      throttle_duration_sec=LOG_THROTTLE_S)
+            return
+        # Stamp -> callback: the driver's and DDS's share of the latency, not this node's.
+        delay_ms = plausible_latency_ms(self.get_clock().now().nanoseconds, stamp_ns)
+        if delay_ms is not None:
+            self.input_delay_ms[camera].add(delay_ms)
+        self.input_rates[camera].tick(now)
+        self.watchdog.seen(camera, now)
+        frame = StampedFrame(stamp_ns, DecodedFrame(image, msg.header, encoding, now))
         if camera == "rgb":
             self._last_rgb_frame = frame.data
         with self._settings_lock:
             add = self.synchronizer.add_thermal if camera == "thermal" else self.synchronizer.add_rgb
             pairs = add(frame)
             fallback = bool(self.params["single_modality_fallback"])
+        if self.synchronizer.clock_jumps != self._clock_jumps_seen:
+            self._note_clock_jump(now)
         for pair in pairs:
+            self._last_pair_at = now
             self.pair_rate.tick(now)
             self.counters.add("pairs_matched")
             self._hand_over(pair)
@@ -292,6 +405,18 @@ class FusionNode(Node):
             if partner in self.watchdog.stale(now):
                 self._hand_over(SingleCameraJob(camera, frame))
 
+    def _note_clock_jump(self, now: float) -> None:
+        self._clock_jumps_seen = self.synchronizer.clock_jumps
+        self.clock_jumps.add(now)
+        jump = self.synchronizer.last_clock_jump
+        if jump is None:
+            return
+        self.get_logger().warning(
+            f"{jump.camera} stamps went back {-jump.seconds:.3f} s (from {jump.newest_ns / 1e9:.3f} to "
+            f"{jump.stamp_ns / 1e9:.3f}): a clock or simulator restart, a bag loop, or an earlier stamp "
+            f"in the future; pairing restarted, {jump.dropped} queued frame(s) dropped",
+            throttle_duration_sec=LOG_THROTTLE_S)
+
     def _hand_over(self, item: FramePair | SingleCameraJob) -> None:
         dropped_before = self.mailbox.dropped
         self.mailbox.put(item)  # the mailbox carries fallback jobs too; it never looks inside
@@ -299,11 +424,22 @@ class FusionNode(Node):
             # It held an older item the worker never took: that pair is dropped, not queued.
             self.drop_rate.tick(time.monotonic())
 
+    def _pairs_missing_for(self, stale: tuple[str, ...], now: float) -> float:
+        """Seconds without a pair while both cameras deliver frames (0 while one does not)."""
+        if stale or not all(self.watchdog.ever_seen(camera) for camera in CAMERAS):
+            self._both_live_since = None
+            return 0.0
+        if self._both_live_since is None:
+            self._both_live_since = now
+        return now - max(self._last_pair_at, self._both_live_since)
+
     def _check_cameras(self) -> None:
-        stale = self.watchdog.stale(time.monotonic())
+        now = time.monotonic()
+        stale = self.watchdog.stale(now)
+        self._pairs_missing_for(stale, now)
         if stale != self._reported_stale:
             for camera in set(stale) - set(self._reported_stale):
-                self.get_logger().warning(f"{camera} camera: no frame for {self.watchdog.timeout:.1f} s")
+                self.get_logger().warning(f"{camera} camera: no usable frame for {self.watchdog.timeout:.1f} s")
             for camera in set(self._reported_stale) - set(stale):
                 self.get_logger().info(f"{camera} camera: frames again")
             self._reported_stale = stale
@@ -315,7 +451,7 @@ class FusionNode(Node):
     def _work(self) -> None:
         while not self._stop.is_set():
             item = self.mailbox.take(timeout=0.1)
-            if item is None:
+            if item is None or not self.context.ok():  # a shut-down context cannot publish
                 continue
             frames = [item.frame] if isinstance(item, SingleCameraJob) else [item.thermal, item.rgb]
             self.handover_ms.add((time.monotonic() - max(frame.data.received for frame in frames)) * 1e3)
@@ -366,20 +502,22 @@ class FusionNode(Node):
                     array_to_image_msg(frame.restored_thermal, "mono8", header))
             if frame.restored_rgb is not None:
                 self.restored_pubs["rgb"].publish(array_to_image_msg(frame.restored_rgb, "rgb8", header))
-        latency_ms = (self.get_clock().now().nanoseconds - stamp_to_ns(header.stamp)) / 1e6
+        latency_ms = plausible_latency_ms(self.get_clock().now().nanoseconds, stamp_to_ns(header.stamp))
         self.status_pub.publish(self._status_message(frame, source, latency_ms))
 
         self.publish_rate.tick(time.monotonic())
         self.counters.add("frames_published")
-        self.latency_ms.add(latency_ms)
         self.inference_ms.add(frame.inference_ms)
-        # Node overhead: end-to-end latency minus the model forward (transport, decoding, pairing,
-        # hand-over, registration, encoding and publication).
-        self.overhead_ms.add(latency_ms - frame.forward_ms)
+        if latency_ms is not None:
+            self.latency_ms.add(latency_ms)
+            # Node overhead: end-to-end latency minus the model forward (transport, decoding,
+            # pairing, hand-over, registration, encoding and publication).
+            self.overhead_ms.add(latency_ms - frame.forward_ms)
         # The same without the transport to the node: callback of the pair's last frame -> published.
         self.node_overhead_ms.add((time.monotonic() - source.arrived) * 1e3 - frame.forward_ms)
 
-    def _status_message(self, frame: ProcessedFrame, source: FrameSource, latency_ms: float) -> FusionStatus:
+    def _status_message(self, frame: ProcessedFrame, source: FrameSource,
+                        latency_ms: float | None) -> FusionStatus:
         status = FusionStatus(header=source.header, skew_ms=float(source.skew_ms),
                               mode=STATUS_MODES[frame.mode], device=self.device,
                               half_precision=self.half_precision)
@@ -401,7 +539,8 @@ class FusionNode(Node):
         status.preprocess_ms = float(frame.preprocess_ms)
         status.inference_ms = float(frame.inference_ms)
         status.postprocess_ms = float(frame.postprocess_ms)
-        status.latency_ms = float(latency_ms)
+        # NaN: unknown (the clock and the stamp are not comparable, see plausible_latency_ms).
+        status.latency_ms = float("nan") if latency_ms is None else float(latency_ms)
         # Pairs the worker never took (overtaken in the mailbox). Frames the synchroniser could not
         # pair are no pairs; they are in /diagnostics (sync_*_dropped).
         dropped = self.mailbox.dropped
@@ -419,12 +558,20 @@ class FusionNode(Node):
         stale = self.watchdog.stale(now)
         inputs: dict[str, Any] = {}
         for camera in CAMERAS:
+            loss = self.stamp_loss[camera].estimate(now)
             inputs[f"{camera}_rate_hz"] = self.input_rates[camera].rate(now)
             inputs[f"{camera}_frames"] = self.input_rates[camera].total
+            inputs[f"{camera}_messages"] = counts[f"messages_{camera}"]
+            inputs[f"{camera}_loss"] = loss.loss
+            inputs[f"{camera}_camera_rate_hz"] = loss.camera_rate_hz
             inputs[f"{camera}_silence_s"] = self.watchdog.silence(camera, now)
             inputs[f"{camera}_stale"] = camera in stale
             inputs[f"{camera}_decode_errors"] = counts[f"decode_errors_{camera}"]
+            inputs[f"{camera}_invalid_stamps"] = counts[f"invalid_stamps_{camera}"]
+            inputs[f"{camera}_oversize"] = counts[f"oversize_{camera}"]
             inputs[f"{camera}_camera_info"] = self._camera_info[camera] is not None
+            inputs[f"{camera}_publishers"] = self.publisher_count[camera]
+            inputs[f"{camera}_qos"] = "reliable" if self.input_reliable[camera] else "best_effort"
         sync_stats = self.synchronizer.stats
         fusion: dict[str, Any] = {
             "pair_rate_hz": self.pair_rate.rate(now),
@@ -435,6 +582,9 @@ class FusionNode(Node):
             "frames_published": counts["frames_published"],
             "fallback_frames": counts["fallback_frames"],
             "processing_errors": counts["processing_errors"],
+            "sync_clock_jumps": sync_stats.clock_jumps,
+            "sync_last_jump_s": (sync_stats.last_clock_jump.seconds if sync_stats.last_clock_jump is not None
+                                 else float("nan")),
         }
         for camera in CAMERAS:
             camera_counts = sync_stats.camera(camera)
@@ -454,23 +604,70 @@ class FusionNode(Node):
                        "sync_slop_s": float(self.params["sync.slop"])})
         return inputs, fusion, stale
 
+    def input_status(self, inputs: dict[str, Any], stale: tuple[str, ...], now: float) -> tuple[int, str]:
+        """Level and message of the inputs status: worst problem first, all of them named."""
+        problems: list[tuple[int, str]] = []
+        fallback = bool(self.params["single_modality_fallback"])
+        timeout = self.watchdog.timeout
+        unusable = {camera for camera in stale if camera not in self.message_watchdog.stale(now)}
+
+        def silent(camera: str) -> str:
+            if camera in unusable:
+                return (f"{camera} camera sends only unusable frames (no decodable frame for {timeout:.1f} s: "
+                        f"{inputs[f'{camera}_decode_errors']} decode errors, {inputs[f'{camera}_oversize']} "
+                        f"over input.max_pixels, {inputs[f'{camera}_invalid_stamps']} invalid stamps)")
+            if self.publisher_count[camera] and not self.input_reliable[camera]:
+                return (f"{camera} camera stopped (no frame for {timeout:.1f} s although "
+                        f"{self.publisher_count[camera]} publisher(s) exist: best-effort frames over 0.5 MB "
+                        "between processes need the Fast DDS profile in the camera's process, "
+                        "docs/deployment.md)")
+            return f"{camera} camera stopped (no frame for {timeout:.1f} s)"
+
+        if len(stale) == len(CAMERAS):
+            problems.append((ERROR, "; ".join(silent(camera) for camera in stale)))
+        elif stale:
+            live = next(camera for camera in CAMERAS if camera not in stale)
+            problems.append((WARN if fallback else ERROR,
+                             f"{silent(stale[0])}; " + (f"publishing {live} alone" if fallback else "no fused output")))
+        for camera in CAMERAS:
+            loss = inputs[f"{camera}_loss"]
+            if camera not in stale and loss == loss and loss > INPUT_LOSS_WARN:  # loss == loss: not NaN
+                problems.append((WARN, f"{camera}: {loss:.0%} of the frames lost before the node (the camera "
+                                       f"stamps {inputs[f'{camera}_camera_rate_hz']:.1f} Hz, "
+                                       f"{inputs[f'{camera}_rate_hz']:.1f} Hz arrive)"))
+        if self.refused_inputs.within(now, JUMP_WARN_S):
+            refused = ", ".join(f"{camera} {inputs[f'{camera}_invalid_stamps']} invalid stamps / "
+                                f"{inputs[f'{camera}_oversize']} over input.max_pixels" for camera in CAMERAS)
+            problems.append((WARN, f"frames refused in the last {JUMP_WARN_S:.0f} s ({refused})"))
+        if not problems:
+            return OK, "both cameras streaming"
+        problems.sort(key=lambda problem: -problem[0])
+        return problems[0][0], "; ".join(message for _, message in problems)
+
+    def fusion_status(self, fusion: dict[str, Any], stale: tuple[str, ...], now: float) -> tuple[int, str]:
+        """Level and message of the fusion status."""
+        problems: list[tuple[int, str]] = []
+        if fusion["processing_errors"] and self._last_error:
+            problems.append((WARN, f"last error: {self._last_error}"))
+        jump = self.synchronizer.last_clock_jump
+        if jump is not None and self.clock_jumps.within(now, JUMP_WARN_S):
+            problems.append((WARN, f"{jump.camera} stamps went back {-jump.seconds:.3f} s: pairing restarted "
+                                   f"({fusion['sync_clock_jumps']} restarts since start)"))
+        missing = self._pairs_missing_for(stale, now)
+        if missing > self.watchdog.timeout:
+            problems.append((WARN, f"both cameras stream but no pair within sync.slop "
+                                   f"{float(self.params['sync.slop']):.3f} s for {missing:.1f} s "
+                                   "(camera clocks apart? see sync.thermal_offset)"))
+        if not problems:
+            return OK, f"{fusion['published_rate_hz']:.1f} Hz fused"
+        return WARN, "; ".join(message for _, message in problems)
+
     def publish_diagnostics(self) -> None:
         inputs, fusion, stale = self.diagnostics_values()
+        now = time.monotonic()
         hardware_id = self.get_fully_qualified_name()
-        fallback = bool(self.params["single_modality_fallback"])
-        if not stale:
-            input_level, input_message = OK, "both cameras streaming"
-        elif len(stale) == len(CAMERAS):
-            input_level, input_message = ERROR, "no frames from thermal and rgb cameras"
-        else:
-            live = next(camera for camera in CAMERAS if camera not in stale)
-            input_level = WARN if fallback else ERROR
-            input_message = (f"{stale[0]} camera stopped (no frame for {self.watchdog.timeout:.1f} s); "
-                             + (f"publishing {live} alone" if fallback else "no fused output"))
-        if fusion["processing_errors"] and self._last_error:
-            fusion_level, fusion_message = WARN, f"last error: {self._last_error}"
-        else:
-            fusion_level, fusion_message = OK, f"{fusion['published_rate_hz']:.1f} Hz fused"
+        input_level, input_message = self.input_status(inputs, stale, now)
+        fusion_level, fusion_message = self.fusion_status(fusion, stale, now)
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
         array.status = [

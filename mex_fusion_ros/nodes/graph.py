@@ -92,7 +92,7 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("weights", "", "Network weights (.pt); empty = the parameters file's (empty there: the "
                    "shipped weights of `method`)."),
     LaunchArgument("model", "", "Detector model (ultralytics .pt/.onnx/.yaml); empty = the parameters "
-                   "file's."),
+                   "file's. Without a usable model the detector stays up and reports ERROR on /diagnostics."),
     LaunchArgument("device", "", "Device of both nodes: auto, cpu, cuda, cuda:N; empty = the parameters "
                    "file's."),
     LaunchArgument("compressed", "", "Subscribe CompressedImage inputs; empty = the parameters file's.",

@@ -18,16 +18,19 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from mex_fusion_ros.codec.image_codec import (
+    ImageCodecError,
     decode_compressed,
     decode_image,
     encode_compressed,
     pack_image,
     to_float01,
+    to_rgb,
 )
 
 __all__ = [
     "array_to_compressed_msg",
     "array_to_image_msg",
+    "camera_msg_to_frame",
     "compressed_msg_to_array",
     "image_msg_to_array",
     "image_msg_to_float01",
@@ -40,13 +43,14 @@ def _byte_array(data: bytes | np.ndarray) -> pyarray.array:
     return buffer
 
 
-def image_msg_to_array(msg: Image, *, copy: bool = True) -> np.ndarray:
+def image_msg_to_array(msg: Image, *, copy: bool = True, max_pixels: int | None = None) -> np.ndarray:
     """An Image message -> ``(H, W)`` or ``(H, W, C)`` uint8/uint16, channels as the encoding stores them.
 
     ``copy=False`` returns a read-only view of ``msg.data`` where possible (see ``decode_image``).
-    Raises ``ImageCodecError`` for a malformed message.
+    Raises ``ImageCodecError`` for a malformed message (``ImageTooLargeError`` above ``max_pixels``).
     """
-    return decode_image(msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step, msg.data, copy=copy)
+    return decode_image(msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step, msg.data, copy=copy,
+                        max_pixels=max_pixels)
 
 
 def image_msg_to_float01(msg: Image) -> np.ndarray:
@@ -74,9 +78,33 @@ def array_to_image_msg(array: np.ndarray, encoding: str, header: Header | None =
     return msg
 
 
-def compressed_msg_to_array(msg: CompressedImage) -> np.ndarray:
-    """A CompressedImage (jpeg/png) -> ``(H, W)`` grey or ``(H, W, 3|4)`` RGB(A) (``decode_compressed``)."""
-    return decode_compressed(msg.format, msg.data)
+def compressed_msg_to_array(msg: CompressedImage, *, max_pixels: int | None = None) -> np.ndarray:
+    """A CompressedImage (jpeg/png) -> ``(H, W)`` grey or ``(H, W, 3|4)`` RGB(A) (``decode_compressed``).
+
+    The size in the file's header is checked against ``max_pixels`` before anything is decoded.
+    """
+    return decode_compressed(msg.format, msg.data, max_pixels=max_pixels)
+
+
+def camera_msg_to_frame(msg: Image | CompressedImage, *, max_pixels: int | None = None) -> np.ndarray:
+    """A camera's Image or CompressedImage -> the frame the fusion pipeline takes.
+
+    Grey stays ``(H, W)`` (uint8/uint16, as sent); colour becomes ``(H, W, 3)`` in RGB order with
+    any alpha dropped. A raw image is a read-only view of ``msg.data`` where the layout allows
+    (the pipeline never writes into its input). Any unusable message raises ``ImageCodecError``
+    (``ImageTooLargeError`` above ``max_pixels``), and nothing else.
+    """
+    if isinstance(msg, CompressedImage):
+        image = compressed_msg_to_array(msg, max_pixels=max_pixels)  # RGB(A) order already
+        if image.ndim == 3:
+            image = image[:, :, :3]
+    else:
+        image = image_msg_to_array(msg, copy=False, max_pixels=max_pixels)
+        if image.ndim == 3:
+            image = to_rgb(image, msg.encoding)  # bgr8, rgba8, ... -> RGB order
+    if image.size == 0:
+        raise ImageCodecError(f"zero-size image {image.shape}")
+    return image
 
 
 def array_to_compressed_msg(array: np.ndarray, fmt: str = "jpeg", header: Header | None = None, *,

@@ -12,12 +12,12 @@ process: the detector's YOLO forward in its callback never slows the fusion node
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from mex_fusion_ros.config import NODE_PARAMETERS, ConfigError
+from mex_fusion_ros.config import NODE_PARAMETERS, ConfigError, check_parameters_files, package_config_file
+from mex_fusion_ros.nodes.dds_env import LARGE_IMAGES_PROFILE, large_image_environment
 from mex_fusion_ros.nodes.graph import GRAPH, LAUNCH_ARGUMENTS, ResolvedNode, remap_arguments, resolve_graph
 
 
@@ -60,42 +60,41 @@ def build_nodes(resolved: Sequence[ResolvedNode], context: object | None = None)
     return nodes
 
 
-def spin_graph(nodes: Sequence, duration: float = 0.0) -> None:
-    """Spin each node on its own executor thread until shutdown, Ctrl-C or ``duration`` seconds."""
-    from mex_fusion_ros.nodes.spinning import IsolatedExecutors
-
-    # Leaving the block detaches the nodes first, so no callback runs against a destroyed node.
-    with IsolatedExecutors(nodes) as executors, contextlib.suppress(KeyboardInterrupt):
-        executors.wait(duration)
-
-
 def run_graph(arguments: Mapping[str, str], ros_args: Sequence[str] = (), duration: float = 0.0) -> int:
     """Resolve, build and spin the graph in this process; 0 on a clean stop, 1 if it cannot start."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    # As the launch file gives its node processes: Fast DDS's shared memory for camera-sized images
+    # (docs/deployment.md, section 5), unless the user chose a profile or another RMW. Put back
+    # afterwards, so a caller in the same process (tests) sees its own environment again.
+    profile = large_image_environment(package_config_file(LARGE_IMAGES_PROFILE))
+    os.environ.update(profile)
+    try:
+        return _run_resolved_graph(arguments, ros_args, duration)
+    finally:
+        for name in profile:
+            os.environ.pop(name, None)
+
+
+def _run_resolved_graph(arguments: Mapping[str, str], ros_args: Sequence[str], duration: float) -> int:
     try:
         resolved = resolve_graph(arguments)
+        for node in resolved:  # --ros-args --params-file: global, so checked for every node of the graph
+            check_parameters_files(node.name, ros_args)
     except ConfigError as error:
         print(f"mex-fusion run: {error}", file=sys.stderr)
         return 1
-    import rclpy
-
     from mex_fusion_ros.nodes.detector_node import DetectorError
     from mex_fusion_ros.nodes.fusion_node import FusionNodeError
+    from mex_fusion_ros.nodes.spinning import end_process, run_until_stopped
 
-    rclpy.init(args=["mex-fusion-run", *ros_args])
-    nodes: list = []
-    try:
-        nodes = build_nodes(resolved)
-        spin_graph(nodes, duration)
+    try:  # SIGINT/SIGTERM (also twice): executors, then nodes, then the context stop; exit 0
+        stopped_by = run_until_stopped(lambda context: build_nodes(resolved, context=context),
+                                       ["mex-fusion-run", *ros_args], duration)
     except (FusionNodeError, DetectorError, ConfigError) as error:
         print(f"mex-fusion run: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for node in nodes:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    if stopped_by:
+        end_process(0)  # stopped by a signal: skip the interpreter's slow teardown
     return 0
 
 

@@ -144,3 +144,103 @@ class CameraWatchdog:
     def ever_seen(self, camera: str) -> bool:
         with self._lock:
             return self._last[camera] is not None
+
+
+@dataclass(frozen=True)
+class StreamLoss:
+    """Frames of one camera that never reached the node, estimated from the stamps of those that did.
+
+    ``loss`` is NaN (unknown) until the window holds ``min_intervals`` stamp intervals.
+    """
+
+    received: int
+    expected: int
+    loss: float
+    #: The camera's own frame rate as its stamps tell it, Hz (NaN when unknown).
+    camera_rate_hz: float
+
+
+class StampLossMeter:
+    """Input loss visible from header stamps: a camera stamps frames at a steady period, so a gap
+    of ``k`` periods between two received frames means ``k - 1`` frames were lost on the way
+    (DDS, a full subscription queue), even while the received rate looks steady.
+
+    The period is found from the intervals between consecutive stamps received in the last
+    ``window`` seconds (``_period``: whole multiples of it, give or take jitter); the frames the
+    camera made are the span of the received stamps over that period, so jittery stamps are not
+    read as loss. A stamp that goes back (clock jump) starts afresh.
+    A camera whose rate changes within the window (auto exposure) reads as loss until the window
+    has passed.
+    """
+
+    def __init__(self, window: float = 5.0, min_intervals: int = 10, max_frames: int = 2048,
+                 period_percentile: float = 10.0) -> None:
+        if window <= 0:
+            raise ValueError(f"window must be positive, got {window}")
+        self.window = window
+        self.min_intervals = min_intervals
+        self.period_percentile = period_percentile
+        self._frames: deque[tuple[float, int]] = deque(maxlen=max_frames)  # (arrival, stamp_ns)
+        self._lock = threading.Lock()
+
+    def add(self, stamp_ns: int, now: float) -> None:
+        with self._lock:
+            if self._frames and stamp_ns < self._frames[-1][1]:
+                self._frames.clear()
+            self._frames.append((now, stamp_ns))
+
+    def estimate(self, now: float) -> StreamLoss:
+        with self._lock:
+            while self._frames and self._frames[0][0] < now - self.window:
+                self._frames.popleft()
+            stamps = np.fromiter((stamp for _, stamp in self._frames), dtype=np.int64)
+        stamps = np.unique(stamps)  # sorted; a repeated stamp is no frame
+        intervals = np.diff(stamps)
+        if intervals.size < self.min_intervals:
+            return StreamLoss(int(stamps.size), int(stamps.size), float("nan"), float("nan"))
+        period = self._period(intervals)
+        # Frames the camera made over the span of the stamps received: jitter does not add up.
+        expected = max(int(stamps.size), int(np.rint((stamps[-1] - stamps[0]) / period)) + 1)
+        loss = 1.0 - stamps.size / expected
+        return StreamLoss(int(stamps.size), expected, loss, 1e9 / period)
+
+
+    def _period(self, intervals: np.ndarray) -> float:
+        """The camera's frame period from the intervals between received stamps.
+
+        Every interval is a whole number of periods give or take the stamps' jitter. Candidates are
+        the median interval divided by 1..4 (the median spans one period at low loss, a few at high
+        loss); the longest candidate that leaves intervals within 0.12 periods of a whole number on
+        average wins, and is refined as the median of interval / periods spanned. Stamps too
+        irregular for any candidate fall back to a low percentile of the intervals.
+        """
+        median = float(np.percentile(intervals, 50, method="lower"))  # an interval, not between two
+        for divisor in (1, 2, 3, 4):
+            candidate = median / divisor
+            spans = np.maximum(1.0, np.rint(intervals / candidate))
+            if float(np.mean(np.abs(intervals / candidate - spans))) < 0.12:
+                return float(np.median(intervals / spans))
+        return float(np.percentile(intervals, self.period_percentile))
+
+
+class RecentEvents:
+    """Counts events and remembers when the last one happened, so a status can stay raised for a while."""
+
+    def __init__(self) -> None:
+        self._total = 0
+        self._last: float | None = None
+        self._lock = threading.Lock()
+
+    def add(self, now: float, count: int = 1) -> None:
+        with self._lock:
+            self._total += count
+            self._last = now
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    def within(self, now: float, seconds: float) -> bool:
+        """True when an event happened in the last ``seconds``."""
+        with self._lock:
+            return self._last is not None and now - self._last <= seconds

@@ -18,6 +18,8 @@ import cv2
 import numpy as np
 
 MODEL_FILE_SUFFIXES = (".pt", ".onnx", ".engine", ".torchscript", ".tflite", ".mlpackage", ".xml")
+#: ``classes: [-1]`` keeps every class: ``ros2 param set`` cannot send an empty integer list.
+ALL_CLASSES = -1
 
 
 class DetectorError(RuntimeError):
@@ -58,6 +60,16 @@ def _local_model(model: str) -> Path | None:
         return None
 
 
+def class_filter(classes: Sequence[int]) -> list[int] | None:
+    """The ``classes`` parameter as ultralytics' filter: ``None`` (every class) for ``[]`` or ``[-1]``."""
+    ids = [int(class_id) for class_id in classes]
+    if ids == [ALL_CLASSES]:
+        return None
+    if any(class_id < 0 for class_id in ids):
+        raise ValueError(f"classes: class ids are >= 0, and [-1] alone means every class; got {ids}")
+    return ids or None
+
+
 def _offline() -> bool:
     from ultralytics.utils import is_online
     return not is_online()
@@ -86,9 +98,18 @@ class YoloDetector:
         self.half = bool(half) and self.device.startswith("cuda")
         self.conf = conf
         self.iou = iou
-        self.classes = list(classes)
+        self.classes = classes
         self.image_size = image_size
         self.names: dict[int, str] = dict(self.model.names)
+
+    @property
+    def classes(self) -> list[int]:
+        """Class ids kept (``[]``: every class); ``[-1]`` may be assigned for every class too."""
+        return list(self._class_ids or [])
+
+    @classes.setter
+    def classes(self, classes: Sequence[int]) -> None:
+        self._class_ids = class_filter(classes)  # ValueError for a negative id other than a lone -1
 
     @staticmethod
     def _resolve_device(device: str) -> str:
@@ -98,8 +119,15 @@ class YoloDetector:
         return "cuda:0" if torch.cuda.is_available() else "cpu"
 
     def warm_up(self, width: int = 640, height: int = 480) -> None:
-        """One forward on a blank image: the first call builds the predictor (seconds, not milliseconds)."""
-        self.detect(np.zeros((height, width, 3), dtype=np.uint8))
+        """One forward on a blank image: the first call builds the predictor (seconds, not milliseconds).
+
+        Raises ``DetectorError`` when the model cannot run here (e.g. an ONNX file for another input).
+        """
+        try:
+            self.detect(np.zeros((height, width, 3), dtype=np.uint8))
+        except Exception as error:  # noqa: BLE001 - ultralytics and its runtimes raise many types
+            raise DetectorError(f"the model's first forward on {self.device} failed: "
+                                f"{type(error).__name__}: {error}") from error
 
     def detect(self, rgb: np.ndarray, annotate: bool = False) -> Detections:
         """Detect objects in ``rgb``: uint8 ``(H, W, 3)`` RGB (or ``(H, W)`` grey)."""
@@ -114,7 +142,7 @@ class YoloDetector:
         options = {"half": True} if self.half else {}  # ultralytics 8.4 warns on any `half` argument
         start = time.perf_counter()
         result = self.model.predict(bgr, imgsz=self.image_size, conf=self.conf, iou=self.iou,
-                                    classes=self.classes or None, device=self.device, verbose=False,
+                                    classes=self._class_ids, device=self.device, verbose=False,
                                     **options)[0]
         inference_ms = (time.perf_counter() - start) * 1e3
         boxes = []

@@ -1,10 +1,13 @@
 """Thermal/RGB frame synchronisation (ROS-free), shared by the fusion node and the rosbag replay."""
 from mex_fusion_ros.sync.synchronizer import (
     CAMERAS,
+    DEFAULT_MAX_BACKWARD_JUMP_S,
     RGB,
+    STALE_RUN_RESET,
     SYNC_MODES,
     THERMAL,
     CameraCounts,
+    ClockJump,
     DropReason,
     FramePair,
     LatestPairMailbox,
@@ -16,10 +19,13 @@ from mex_fusion_ros.sync.synchronizer import (
 
 __all__ = [
     "CAMERAS",
+    "DEFAULT_MAX_BACKWARD_JUMP_S",
     "RGB",
+    "STALE_RUN_RESET",
     "SYNC_MODES",
     "THERMAL",
     "CameraCounts",
+    "ClockJump",
     "DropReason",
     "FramePair",
     "LatestPairMailbox",

@@ -24,6 +24,18 @@ Two policies, chosen by ``mode``:
 
 A fixed, known offset between the two cameras' clocks (``thermal_offset``, seconds) is added to
 thermal stamps before matching; the frames keep their original stamps.
+
+Clock jumps. Pairs never go back in time, so after a camera's clock jumps back (a driver or
+simulator restart, a bag played in a loop) or after one bogus stamp far in the future, every later
+frame would be stale for good. By default the synchroniser starts afresh instead (``reset`` keeping
+its counters; the frames it held count as ``RESET``): when a frame is older than the newest frame
+seen from its camera by more than ``max_backward_jump`` (1 s), or when ``STALE_RUN_RESET`` frames
+of one camera in a row are stale (a jump back shorter than that, e.g. a short bag in a loop). Each
+such restart is a ``ClockJump`` in ``stats``. A jump forward needs nothing: newer frames pair as
+usual, and older queued frames age out. Until a jump back shorter than ``max_backward_jump`` is
+recognised, a new-clock frame may pair with an old-clock frame of the other camera whose stamp
+happens to lie within ``slop`` (stamps are all the synchroniser sees); the threshold is not lower
+because a camera's frames delivered out of order must not restart the pairing each time.
 """
 from __future__ import annotations
 
@@ -42,6 +54,13 @@ CAMERAS = (THERMAL, RGB)
 
 SyncMode = Literal["approximate", "latest"]
 SYNC_MODES: tuple[str, ...] = ("approximate", "latest")
+
+#: Default ``max_backward_jump``, seconds: far beyond the jitter and reordering of one camera's
+#: stamps, and short enough that a restart costs at most this much of the new stream.
+DEFAULT_MAX_BACKWARD_JUMP_S = 1.0
+#: Stale frames of one camera in a row that mean its clock went back by less than
+#: ``max_backward_jump`` (a camera's own frames come in stamp order, so they are never stale).
+STALE_RUN_RESET = 5
 
 
 class DropReason(str, Enum):
@@ -118,6 +137,24 @@ class FramePair:
 
 
 @dataclass(frozen=True)
+class ClockJump:
+    """One automatic restart of the synchroniser: a frame of ``camera`` went back in time."""
+
+    camera: str
+    #: Newest stamp seen from ``camera`` before the jump (a bogus future stamp, or the old clock).
+    newest_ns: int
+    #: Stamp of the frame that went back.
+    stamp_ns: int
+    #: Queued frames (both cameras) dropped by the restart (counted as ``DropReason.RESET``).
+    dropped: int
+
+    @property
+    def seconds(self) -> float:
+        """How far back, seconds (negative)."""
+        return (self.stamp_ns - self.newest_ns) / 1e9
+
+
+@dataclass(frozen=True)
 class CameraCounts:
     """Frame counters of one camera; ``received == matched + dropped_total + queued`` always holds."""
 
@@ -143,6 +180,8 @@ class SyncStats:
     last_pair_stamp_ns: int | None
     #: Automatic resets after a clock jump back (see ``PairSynchronizer``'s ``max_backward_jump``).
     clock_jumps: int
+    #: The latest of them, None before the first.
+    last_clock_jump: ClockJump | None = None
 
     def camera(self, name: str) -> CameraCounts:
         """Counts of ``"thermal"`` or ``"rgb"``."""
@@ -166,16 +205,17 @@ class PairSynchronizer:
         thermal_offset: seconds added to every thermal stamp before matching (known clock offset,
             e.g. +0.02 when the thermal camera stamps 20 ms early).
         max_backward_jump: a frame older than the newest frame seen from its camera by more than
-            this many seconds means the clock jumped back (a bag played in a loop, a restarted
-            simulation, or a bogus future stamp before it): the synchroniser resets itself (queued
-            frames count as ``RESET``) and goes on from that frame. None (default, as
-            message_filters): such frames are dropped as stale, until ``reset()`` is called.
+            this many seconds (default 1 s) means the clock jumped back (a bag played in a loop, a
+            restarted simulation, or a bogus future stamp before it), as do ``STALE_RUN_RESET``
+            stale frames of one camera in a row: the synchroniser resets itself (queued frames
+            count as ``RESET``, the jump is recorded in ``stats``) and goes on from that frame.
+            None (as message_filters): such frames are dropped as stale until ``reset()`` is called.
 
     Thread-safe: the ``add_*`` methods may be called from different callback threads.
     """
 
     def __init__(self, mode: SyncMode, slop: float, queue_size: int, thermal_offset: float = 0.0,
-                 max_backward_jump: float | None = None) -> None:
+                 max_backward_jump: float | None = DEFAULT_MAX_BACKWARD_JUMP_S) -> None:
         if mode not in SYNC_MODES:
             raise ValueError(f"unknown synchroniser mode {mode!r}; expected one of {SYNC_MODES}")
         if isinstance(queue_size, bool) or not isinstance(queue_size, numbers.Integral) or queue_size < 1:
@@ -238,17 +278,21 @@ class PairSynchronizer:
         with self._lock:
             stamp = frame.stamp_ns
             previous = self._latest_seen[camera]
-            if (self._max_backward_jump_ns is not None and previous is not None
-                    and previous - stamp > self._max_backward_jump_ns):
+            if self._went_back(camera, stamp):
+                assert previous is not None
+                dropped = sum(len(queue) for queue in self._queues.values())
                 self._clear(keep_stats=True)
                 self._clock_jumps += 1
+                self._last_clock_jump = ClockJump(camera, previous, stamp, dropped)
                 previous = None
             self._received[camera] += 1
             self._latest_seen[camera] = stamp if previous is None else max(previous, stamp)
             last = self._last_emitted[camera]
             if last is not None and stamp <= last:
                 self._dropped[camera][DropReason.STALE] += 1
+                self._stale_run[camera] += 1
                 return []
+            self._stale_run[camera] = 0
             queue = self._queues[camera]
             index = bisect_left(queue, stamp, key=_stamp)
             if index < len(queue) and queue[index].stamp_ns == stamp:
@@ -283,6 +327,15 @@ class PairSynchronizer:
             self._clear(keep_stats=keep_stats)
 
     @property
+    def clock_jumps(self) -> int:
+        """Automatic restarts so far (cheaper than ``stats`` for a per-frame check)."""
+        return self._clock_jumps
+
+    @property
+    def last_clock_jump(self) -> ClockJump | None:
+        return self._last_clock_jump
+
+    @property
     def stats(self) -> SyncStats:
         """A consistent snapshot of the counters."""
         with self._lock:
@@ -296,7 +349,8 @@ class PairSynchronizer:
                 for camera in CAMERAS
             }
             return SyncStats(thermal=counts[THERMAL], rgb=counts[RGB], pairs=self._pairs,
-                             last_pair_stamp_ns=self._last_emitted[RGB], clock_jumps=self._clock_jumps)
+                             last_pair_stamp_ns=self._last_emitted[RGB], clock_jumps=self._clock_jumps,
+                             last_clock_jump=self._last_clock_jump)
 
     # --- internals (called with the lock held) -------------------------------------------------
     def _clear(self, *, keep_stats: bool) -> None:
@@ -308,11 +362,23 @@ class PairSynchronizer:
             self._dropped: dict[str, Counter[DropReason]] = {camera: Counter() for camera in CAMERAS}
             self._pairs = 0
             self._clock_jumps = 0
+            self._last_clock_jump: ClockJump | None = None
         # Per camera, sorted by stamp (original stamps; the offset is the same for all frames of
         # one camera, so the order of effective stamps is the same).
         self._queues: dict[str, list[StampedFrame]] = {camera: [] for camera in CAMERAS}
         self._latest_seen: dict[str, int | None] = {camera: None for camera in CAMERAS}
         self._last_emitted: dict[str, int | None] = {camera: None for camera in CAMERAS}
+        self._stale_run: dict[str, int] = dict.fromkeys(CAMERAS, 0)
+
+    def _went_back(self, camera: str, stamp: int) -> bool:
+        """Whether ``camera``'s clock jumped back at this frame (see ``max_backward_jump``)."""
+        previous = self._latest_seen[camera]
+        if self._max_backward_jump_ns is None or previous is None:
+            return False
+        if previous - stamp > self._max_backward_jump_ns:
+            return True
+        last = self._last_emitted[camera]
+        return last is not None and stamp <= last and self._stale_run[camera] + 1 >= STALE_RUN_RESET
 
     def _effective(self, camera: str, stamp_ns: int) -> int:
         return stamp_ns + self._offset_ns if camera == THERMAL else stamp_ns
