@@ -82,6 +82,8 @@ def test_shipped_training_config_is_valid() -> None:
     assert config.model == "nano" and config.data.crop_size == 128
     assert config.restoration.steps > 0 and config.fusion.steps > 0
     assert {"clean", "mixed"} <= set(config.validation.presets)
+    # Trained on inputs as cameras deliver them (and as `mex-fusion eval` feeds them).
+    assert config.data.input_bits == 8 and "inputs rounded to 8 bits" in describe_training_data(config.data)
 
 
 @pytest.mark.parametrize(
@@ -94,6 +96,7 @@ def test_shipped_training_config_is_valid() -> None:
         ({"validation": {"presets": "clean"}}, "validation.presets: expected a list"),
         ({"model_overrides": [1]}, "model_overrides: expected a mapping"),
         ({"fusion": {"batch_size": 0}}, "batch_size >= 1"),
+        ({"data": {"input_bits": 12}}, "data.input_bits: expected 8, 16 or 0"),
     ],
 )
 def test_bad_training_config_names_the_key(values: dict, message: str) -> None:

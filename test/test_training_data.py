@@ -226,3 +226,20 @@ def test_camera_augmentation_changes_the_clean_target_within_range(tmp_path):
                                                   brightness=(0.0, 0.0), colour_gain=(1.0, 1.0),
                                                   sensor_noise=(2.0, 2.0)))
     assert 1.5 / 255 < float(noisy.std()) < 2.5 / 255  # faint: below the weakest trained noise (sigma 5)
+
+
+def test_inputs_are_rounded_to_camera_bits_and_targets_are_not(tmp_path):
+    root = make_dataset(tmp_path / "data", count=2, size=(64, 64))
+    rounded = DegradedCropDataset(root, crop_size=CROP, samples_per_epoch=8, presets=["noise25"], input_bits=8)
+    floats = DegradedCropDataset(root, crop_size=CROP, samples_per_epoch=8, presets=["noise25"])
+    for index in range(8):
+        item, reference = rounded[index], floats[index]
+        for key in ("ir", "vi"):
+            levels = item[key].numpy() * 255.0
+            assert np.allclose(levels, np.rint(levels), atol=1e-3), key
+            assert float((item[key] - reference[key]).abs().max()) <= 0.5 / 255 + 1e-6  # only the rounding
+        assert torch.equal(item["clean_vi"], reference["clean_vi"])  # targets stay float
+    float_levels = floats[0]["vi"].numpy() * 255.0
+    assert not np.allclose(float_levels, np.rint(float_levels), atol=1e-3)
+    with pytest.raises(ValueError, match="input_bits"):
+        DegradedCropDataset(root, crop_size=CROP, samples_per_epoch=4, input_bits=7)

@@ -677,6 +677,17 @@ def sample_training_preset(rng: SeedLike) -> Preset:
     return Preset("sampled:" + "+".join(step.kind for step in preset.steps), preset.steps)
 
 
+def quantize(image: np.ndarray, bits: int) -> np.ndarray:
+    """Round a float image in [0, 1] to ``bits`` (8 or 16) bits and back to float32, as a camera
+    or an image file would deliver it; ``bits`` 0 returns the image unchanged."""
+    if bits == 0:
+        return image
+    if bits not in (8, 16):
+        raise ValueError(f"input bits must be 8, 16 or 0 (float), got {bits}")
+    peak = np.float32(255.0 if bits == 8 else 65535.0)
+    return (np.rint(np.clip(image, 0.0, 1.0) * peak) / peak).astype(np.float32)
+
+
 # --------------------------------------------------------------------------------------------
 # Camera variation (training augmentation; not a degradation)
 # --------------------------------------------------------------------------------------------

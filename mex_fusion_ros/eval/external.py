@@ -32,17 +32,6 @@ class ExternalError(ValueError):
     """An external result or reference file cannot be used; the message names the file and why."""
 
 
-def quantize(image: np.ndarray, bits: int) -> np.ndarray:
-    """Round a float image in [0, 1] to ``bits`` (8 or 16) bits and back to float32, as a camera
-    or an image file would deliver it; ``bits`` 0 returns the image unchanged."""
-    if bits == 0:
-        return image
-    if bits not in (8, 16):
-        raise ValueError(f"input bits must be 8, 16 or 0 (float), got {bits}")
-    peak = np.float32(255.0 if bits == 8 else 65535.0)
-    return (np.rint(np.clip(image, 0.0, 1.0) * peak) / peak).astype(np.float32)
-
-
 def to_file_image(image: np.ndarray, bits: int) -> np.ndarray:
     """Float ``(H, W)`` / ``(H, W, 3)`` RGB in [0, 1] -> uint8/uint16 array in OpenCV's BGR order."""
     dtype, peak = (np.uint8, 255.0) if bits == 8 else (np.uint16, 65535.0)
@@ -217,4 +206,4 @@ def load_reference(path: Path, presets: list[str] | tuple[str, ...], metrics: li
 
 
 __all__ = ["ABOUT_KEY", "IMAGE_SUFFIXES", "ExternalError", "ExternalResults", "Reference", "load_reference",
-           "parse_external", "quantize", "save_degraded_inputs", "to_file_image", "write_inputs_manifest"]
+           "parse_external", "save_degraded_inputs", "to_file_image", "write_inputs_manifest"]

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mex_fusion_ros import __version__
-from mex_fusion_ros.data.degradations import DEGRADATION_TYPES, PRESETS, apply_preset
+from mex_fusion_ros.data.degradations import DEGRADATION_TYPES, PRESETS, apply_preset, quantize
 from mex_fusion_ros.data.paired import (
     DatasetError,
     ImagePair,
@@ -42,7 +42,6 @@ from mex_fusion_ros.eval.external import (
     Reference,
     load_reference,
     parse_external,
-    quantize,
     save_degraded_inputs,
     write_inputs_manifest,
 )

@@ -76,6 +76,9 @@ class DataConfig:
     #: change of half of the crops (empty = off).
     camera_variation: float = 0.0
     rescale: tuple[float, ...] = ()
+    #: Round the degraded training inputs to this many bits (8 or 16; 0 = float), as cameras, image
+    #: files and ``mex-fusion eval`` (``--input-bits``, default 8) deliver them.
+    input_bits: int = 0
 
 @dataclass(frozen=True)
 class StageConfig:
@@ -185,6 +188,8 @@ def train_config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
                                f"{list(data.train_weights)} for {len(data.train)} folders")
     if data.rescale and (len(data.rescale) != 2 or not 0 < data.rescale[0] <= data.rescale[1]):
         raise TrainConfigError(f"data.rescale: expected [low, high] with 0 < low <= high, got {list(data.rescale)}")
+    if data.input_bits not in (0, 8, 16):
+        raise TrainConfigError(f"data.input_bits: expected 8, 16 or 0 (float inputs), got {data.input_bits}")
     if not 0.0 <= data.camera_variation <= 1.0:
         raise TrainConfigError(f"data.camera_variation: expected a probability in [0, 1], got {data.camera_variation}")
     return config
@@ -218,6 +223,8 @@ def describe_training_data(data: DataConfig) -> str:
         parts.append(f"+ {data.scene_frames} demo-scene frames")
     if data.camera_variation or data.rescale:
         parts.append(f"(camera variation p={data.camera_variation}, rescale {list(data.rescale) or 'off'})")
+    if data.input_bits:
+        parts.append(f"inputs rounded to {data.input_bits} bits")
     return " ".join(parts)
 
 
@@ -602,7 +609,8 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool 
                                   pair_weights=(*pair_weights, *[1.0] * len(scene)) if data.train_weights else None,
                                   rescale=tuple(data.rescale) if data.rescale else None,
                                   camera_variation=CameraVariation(p=data.camera_variation)
-                                  if data.camera_variation > 0 else None)
+                                  if data.camera_variation > 0 else None,
+                                  input_bits=data.input_bits)
     train_log = CsvLog(out_dir / "train.csv", TRAIN_COLUMNS) if context.is_main else None
     val_log = CsvLog(out_dir / "val.csv", VAL_COLUMNS) if context.is_main and config.data.val else None
     if context.is_main:
