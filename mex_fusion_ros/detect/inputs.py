@@ -9,7 +9,6 @@ images in colour (a grey visible camera gives grey).
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 
@@ -43,11 +42,6 @@ class DetectorInput:
         fused = self.fuser.fuse(ir.copy(), vi.copy()).fused
         elapsed = time.perf_counter() - start
         return to_uint8(fused, color=fused.ndim == 3), elapsed
-
-
-def slug(name: str) -> str:
-    """A file-name-safe form of an input name (``nano:w.pt`` -> ``nano_w.pt``)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 def build_inputs(specs: tuple[str, ...] | list[str], device: str = "auto") -> list[DetectorInput]:

@@ -22,8 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mex_fusion_ros.detect.evaluate import DetectEvalOutcome, DetectSample
-from mex_fusion_ros.detect.inputs import slug
-from mex_fusion_ros.eval.report import Section, best_labels, format_value, render_html, render_markdown
+from mex_fusion_ros.eval.report import Section, best_labels, format_value, render_html, render_markdown, slug
 
 #: Scores of the summary tables and plots: key in the results, column title, plot file.
 SCORES = (("mAP50", "mAP50"), ("mAP50-95", "mAP50-95"), ("recall", "recall"))

@@ -37,7 +37,8 @@ from tqdm import tqdm
 from mex_fusion_ros.data.degradations import PRESETS, apply_preset, sample_training_preset
 from mex_fusion_ros.data.paired import DatasetError, read_pair
 from mex_fusion_ros.detect.dataset import DetectDatasetError, LabelledDataset, load_labelled_dataset
-from mex_fusion_ros.detect.inputs import DetectorInput, InputError, build_inputs, slug
+from mex_fusion_ros.detect.inputs import DetectorInput, InputError, build_inputs
+from mex_fusion_ros.eval.report import slug
 from mex_fusion_ros.eval.runner import degradation_seed
 
 DEGRADE_CHOICES = ("none", "training")

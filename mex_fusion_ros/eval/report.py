@@ -32,7 +32,8 @@ TIME_COLUMN = "time (ms)"
 REFERENCE_METRICS: tuple[str, ...] = ("CC", "PSNR", "SSIM", "MS-SSIM", "Q_abf", "VIF", "N_abf")
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
+    """A file-name-safe form of a preset, metric or method name (``nano:w.pt`` -> ``nano_w.pt``)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
@@ -362,13 +363,13 @@ def write_report(outcome: EvalOutcome, out_dir: Path) -> dict[str, Path]:
     grids: dict[str, str] = {}
     for preset, samples in outcome.samples.items():
         if samples:
-            relative = f"images/grid_{_slug(preset)}.jpg"
+            relative = f"images/grid_{slug(preset)}.jpg"
             save_grid(samples, results["methods"], preset, out_dir / relative)
             grids[preset] = relative
     plots: dict[str, str] = {}
     for metric in KEY_METRICS:
         if metric in results["metrics"]:
-            relative = f"plots/{_slug(metric)}.png"
+            relative = f"plots/{slug(metric)}.png"
             save_metric_plot(results, metric, out_dir / relative)
             plots[metric] = relative
     sections = _sections(results, grids, plots)
