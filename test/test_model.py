@@ -252,6 +252,45 @@ def test_image_statistics_respond_to_noise_and_blur() -> None:
     assert torch.allclose(crop[0, :3], stats[1, :3], atol=0.15)
 
 
+def _image_statistics_by_definition(image: torch.Tensor) -> torch.Tensor:
+    """The cues as the docstring defines them, written plainly (channel mean, avg_pool2d)."""
+    import torch.nn.functional as F
+
+    grey = image.mean(1, keepdim=True)
+
+    def energy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return ((x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1),
+                (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1))
+
+    diagonal = grey[..., 1:, 1:] - grey[..., 1:, :-1] - grey[..., :-1, 1:] + grey[..., :-1, :-1]
+    noise = diagonal.abs().flatten(1).median(dim=1).values / (2 * 0.6745)
+    dx, dy = energy(grey)
+    dx2, dy2 = energy(F.avg_pool2d(grey, 2))
+    dx4, dy4 = energy(F.avg_pool2d(grey, 4))
+    coarse = torch.log(dx4 + dy4 + 1e-4)
+    return torch.stack([torch.log(noise + 1e-4), torch.log(dx + 1e-4), torch.log(dy + 1e-4),
+                        torch.log(dx2 + dy2 + 1e-4), coarse, torch.log(dx + dy + 1e-4) - coarse,
+                        grey.flatten(1).mean(1), grey.flatten(1).std(1)], dim=1)
+
+
+@given(channels=st.sampled_from([1, 3]), height=st.integers(8, 41), width=st.integers(8, 41),
+       channels_last=st.booleans(), seed=st.integers(0, 2**16))
+@settings(max_examples=40, deadline=None)
+def test_image_statistics_match_their_definition(channels: int, height: int, width: int, channels_last: bool,
+                                                 seed: int) -> None:
+    # The fast version (channel slices, reused differences, pooling twice) must give the plainly
+    # written cues, on odd sizes and in both memory layouts, up to float rounding.
+    from mex_fusion_ros.model.network import image_statistics
+
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.rand(2, channels, height, width, generator=generator)
+    image[1] = image[1] * 0.1 + 0.45  # a low-contrast image too
+    if channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(image_statistics(image), _image_statistics_by_definition(image),
+                               atol=1e-4, rtol=1e-4)
+
+
 def test_cv_squared() -> None:
     assert float(cv_squared(torch.tensor([2.0, 2.0, 2.0]))) == pytest.approx(0.0)
     assert float(cv_squared(torch.tensor([4.0, 0.0]))) == pytest.approx(2.0)

@@ -135,7 +135,8 @@ class SparseMoE(nn.Module):
         # Keep a channels-last input channels-last in the gathered sub-batches (fast 1x1 path).
         layout = (torch.channels_last if x.dim() == 4 and not x.is_contiguous()
                   and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
-        mixed = torch.zeros_like(x)
+        # The residual sum starts from x itself: no zero buffer and no final addition.
+        mixed = x.clone(memory_format=torch.preserve_format)
         for expert_index, expert in enumerate(self.experts):
             # Images that chose this expert (and in which top-k slot); others never reach it.
             rows, slots = (indices == expert_index).nonzero(as_tuple=True)
@@ -153,4 +154,4 @@ class SparseMoE(nn.Module):
             else:
                 subset = x.index_select(0, rows).contiguous(memory_format=layout)
                 mixed = mixed.index_add(0, rows, expert(subset) * scale)
-        return MoEOutput(features=x + mixed, indices=indices, weights=weights, balance_loss=balance)
+        return MoEOutput(features=mixed, indices=indices, weights=weights, balance_loss=balance)
