@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bag": ("mex_fusion_ros.bag.command", "rosbag2 tools: make, info, eval, compare, play, record"),
     "train": ("mex_fusion_ros.model.train_command", "two-stage training of the MoE fusion network"),
     "fuse": ("mex_fusion_ros.model.fuse_command", "fuse every pair of a folder with the network, write PNGs"),
+    "calibrate": ("mex_fusion_ros.model.calibrate_command",
+                  "per-type degradation presence thresholds of a weights file, from training pairs"),
     "bench": ("mex_fusion_ros.model.bench_command", "network speed, parameters and MACs vs YOLOv8n"),
     "export": ("mex_fusion_ros.deploy.export_command", "export the network to ONNX / TorchScript with a parity check"),
     "detect": ("mex_fusion_ros.detect.command", "detection with fused vs single-camera inputs: eval, train, scene"),

@@ -124,6 +124,33 @@ def test_degradation_estimates_are_scored(roadscene: Path, monkeypatch: pytest.M
     assert record["predicted"] == ["vi_noise"] and record["label"] == ["ir_stripe"]
 
 
+class CalibratedStripeDetector:
+    """Reports infrared stripes at probability 0.3, with a threshold of 0.2 calibrated for that type."""
+
+    name = "calibrated"
+
+    def fuse(self, ir: np.ndarray, vi: np.ndarray) -> FusionResult:
+        result = AverageFuser().fuse(ir, vi)
+        probabilities = {kind: 0.3 if kind == "ir_stripe" else 0.0 for kind in DEGRADATION_TYPES}
+        result.degradation = DegradationEstimate(probabilities, dict(probabilities), thresholds={"ir_stripe": 0.2})
+        return result
+
+
+@pytest.mark.parametrize(("presence_threshold", "detected"), [(None, True), (0.5, False)])
+def test_calibrated_thresholds_decide_unless_overridden(roadscene: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        presence_threshold: float | None, detected: bool) -> None:
+    monkeypatch.setattr(runner, "create_fuser", lambda spec, device, half: CalibratedStripeDetector())
+    settings = runner.EvalSettings(data=roadscene / "val", presets=("stripe",), methods=("x",), limit=1,
+                                   max_side=64, presence_threshold=presence_threshold)
+    results = runner.run_evaluation(settings, progress=False).results
+    record = results["per_image"]["stripe"][results["images"][0]]["methods"]["calibrated"]["degradation"]
+    assert record["predicted"] == (["ir_stripe"] if detected else [])
+    assert record["thresholds"]["ir_stripe"] == (0.2 if presence_threshold is None else 0.5)
+    assert record["thresholds"]["vi_noise"] == 0.5
+    assert results["degradation_accuracy"]["calibrated"]["stripe"]["recall"] == float(detected)
+    assert results["settings"]["presence_threshold"] == presence_threshold
+
+
 def write_dataset(root: Path, ir_names: list[str], vi_names: list[str]) -> Path:
     rng = np.random.default_rng(0)
     for folder, names in (("ir", ir_names), ("vi", vi_names)):

@@ -28,7 +28,8 @@ from matplotlib.figure import Figure
 from mex_fusion_ros.bag.evaluate import BagEvalOutcome, PairRecord, percentiles
 from mex_fusion_ros.data.degradations import DEGRADATION_TYPES
 
-DETECTION_THRESHOLD = 0.5
+#: Presence threshold of estimates recorded without their (calibrated) thresholds.
+DEFAULT_THRESHOLD = 0.5
 SEGMENT_COLOURS = ("#ffffff", "#dbe9f6", "#fde0c5", "#e2f0d9", "#eadcf0", "#fff2cc", "#f4cccc")
 
 
@@ -50,7 +51,8 @@ def _segment_order(outcome: BagEvalOutcome) -> list[str]:
 
 
 def degradation_summary(records: list[PairRecord], timeline: list[dict]) -> dict | None:
-    """Per degradation type: detection accuracy at p >= 0.5 and mean probability per true preset.
+    """Per degradation type: detection accuracy at the network's presence threshold (calibrated per
+    type, 0.5 where not) and mean probability per true preset.
 
     None when the fuser gives no degradation estimate or the bag has no timeline.
     """
@@ -60,20 +62,23 @@ def degradation_summary(records: list[PairRecord], timeline: list[dict]) -> dict
         return None
     summary: dict[str, dict] = {}
     for kind in DEGRADATION_TYPES:
-        hits, per_preset = [], defaultdict(list)
+        hits, per_preset, thresholds = [], defaultdict(list), set()
         for record in scored:
             probability = record.degradation["probabilities"].get(kind)
             if probability is None:
                 continue
+            threshold = (record.degradation.get("thresholds") or {}).get(kind, DEFAULT_THRESHOLD)
+            thresholds.add(threshold)
             present = truth_by_preset[record.truth_preset].get(kind, 0.0) > 0.0
-            hits.append((probability >= DETECTION_THRESHOLD) == present)
+            hits.append((probability >= threshold) == present)
             per_preset[record.truth_preset].append(probability)
         if hits:
             summary[kind] = {
                 "accuracy": float(np.mean(hits)),
+                "threshold": thresholds.pop() if len(thresholds) == 1 else sorted(thresholds),
                 "mean_probability_by_true_preset": {p: float(np.mean(v)) for p, v in per_preset.items()},
             }
-    return {"pairs": len(scored), "threshold": DETECTION_THRESHOLD, "types": summary}
+    return {"pairs": len(scored), "types": summary}
 
 
 def expert_usage(records: list[PairRecord]) -> dict[str, dict[str, float]] | None:
@@ -517,13 +522,14 @@ def write_report(outcome: BagEvalOutcome, out: Path, live: dict | None = None) -
         if degradation:
             any_network = True
             rows = [
-                [kind, _fmt(v["accuracy"])]
+                [kind, _fmt(v["threshold"]) if not isinstance(v["threshold"], list)
+                 else ", ".join(_fmt(t) for t in v["threshold"]), _fmt(v["accuracy"])]
                 + [_fmt(v["mean_probability_by_true_preset"].get(p)) for p in _segment_order(outcome)]
                 for kind, v in degradation["types"].items()
             ]
             parts.append(f"<h3>{html.escape(method)}</h3>")
             parts.append(
-                _table(["type", "accuracy (p≥0.5)", *[f"mean p | {p}" for p in _segment_order(outcome)]], rows)
+                _table(["type", "threshold", "accuracy", *[f"mean p | {p}" for p in _segment_order(outcome)]], rows)
             )
         for png in (degradation_png, experts_png):
             if png:

@@ -46,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", action="append", default=[], type=Path, metavar="FILE.json",
                         help="reference figures {preset: {method: {metric: mean}}} (e.g. published "
                              "networks) shown beside the runs, marked (ref); repeatable")
+    parser.add_argument("--presence-threshold", type=float, default=None, metavar="P",
+                        help="judge every degradation type present at probability >= P instead of at the "
+                             "thresholds calibrated for each network's weights (mex-fusion calibrate; 0.5 "
+                             "for uncalibrated weights)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -63,6 +67,8 @@ def command_line(args: argparse.Namespace) -> str:
             parts += [flag, str(value)]
     if args.input_bits != 8:
         parts += ["--input-bits", str(args.input_bits)]
+    if args.presence_threshold is not None:
+        parts += ["--presence-threshold", str(args.presence_threshold)]
     if args.device != "auto":
         parts += ["--device", args.device]
     if args.half:
@@ -99,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         max_side=args.max_side, seed=args.seed, device=args.device, half=args.half,
         grid_images=max(0, args.grid_images), command=command_line(args), pairs=args.pairs,
         input_bits=args.input_bits, save_inputs=args.save_inputs, externals=tuple(args.external),
-        references=tuple(args.reference),
+        references=tuple(args.reference), presence_threshold=args.presence_threshold,
     )
     if not args.method and not args.external:
         print("mex-fusion eval: error: give at least one --method or --external", file=sys.stderr)

@@ -246,7 +246,11 @@ def _sections(results: dict, grids: dict[str, str], plots: dict[str, str]) -> li
         sections += _reference_sections(results, references)
     if results["degradation_accuracy"]:
         sections.append(("h2", "Degradation estimates"))
-        sections.append(("p", "Types with probability ≥ 0.5 compared with the preset's label: per-type "
+        threshold = results["settings"].get("presence_threshold")
+        rule = (f"probability ≥ {threshold:g} for every type" if threshold is not None else
+                "probability ≥ each type's threshold calibrated for the network's weights (mex-fusion "
+                "calibrate; 0.5 where not calibrated)")
+        sections.append(("p", f"Types judged present ({rule}) compared with the preset's label: per-type "
                               "accuracy (each type judged present/absent) and exact-set matches."))
         header = [("method", ""), ("preset", ""), ("type accuracy ↑", ""), ("exact match ↑", ""),
                   ("recall ↑", "present types detected / present types"),

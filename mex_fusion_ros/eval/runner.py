@@ -59,8 +59,6 @@ BASELINES = CLASSICAL_METHODS
 KEY_METRICS: tuple[str, ...] = ("PSNR", "MS-SSIM", "CC", "N_abf", "Q_abf", "VIF")
 #: Smallest ``--max-side``: the degradations and the pyramids need a few pixels to work on.
 MIN_SIDE = 16
-#: Degradation estimates count a type as detected at this probability (``DegradationEstimate``).
-DETECTION_THRESHOLD = 0.5
 
 
 class EvalError(ValueError):
@@ -94,6 +92,9 @@ class EvalSettings:
     externals: tuple[str, ...] = ()
     #: Files of reference figures (``{preset: {method: {metric: mean}}}``) shown beside the runs.
     references: tuple[Path, ...] = ()
+    #: One presence threshold for every degradation type instead of each network's calibrated ones
+    #: (``mex-fusion calibrate``); None = calibrated (0.5 for uncalibrated weights).
+    presence_threshold: float | None = None
 
 
 @dataclass
@@ -236,13 +237,16 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
-def _degradation_record(result: FusionResult, truth: tuple[str, ...]) -> dict | None:
+def _degradation_record(result: FusionResult, truth: tuple[str, ...], threshold: float | None = None
+                        ) -> dict | None:
     estimate = result.degradation
     if estimate is None:
         return None
-    predicted = estimate.present(DETECTION_THRESHOLD)
+    predicted = estimate.present(threshold)
     return {
         "probabilities": {k: float(v) for k, v in estimate.probabilities.items()},
+        "thresholds": {k: threshold if threshold is not None else estimate.thresholds.get(k, 0.5)
+                       for k in estimate.probabilities},
         "severities": {k: float(v) for k, v in estimate.severities.items()},
         "predicted": list(predicted),
         "label": list(truth),
@@ -303,6 +307,8 @@ def run_evaluation(settings: EvalSettings, *, progress: bool = True) -> EvalOutc
         raise EvalError("no method given; use --method NAME (or baselines) or --external NAME=DIR")
     if settings.input_bits not in (0, 8, 16):
         raise EvalError(f"--input-bits must be 8, 16 or 0 (float), got {settings.input_bits}")
+    if settings.presence_threshold is not None and not 0.0 < settings.presence_threshold < 1.0:
+        raise EvalError(f"--presence-threshold must lie in (0, 1), got {settings.presence_threshold}")
     if settings.save_inputs is not None and settings.input_bits == 0:
         raise EvalError("--save-inputs writes 8- or 16-bit files: use --input-bits 8 or 16")
     metrics = metric_names()
@@ -372,7 +378,7 @@ def run_evaluation(settings: EvalSettings, *, progress: bool = True) -> EvalOutc
                     scores = fusion_metrics(ir_in, vi_in, result.fused,
                                             clean_ir=clean_ir, clean_vi=clean_vi, names=metrics)
                     record = {"metrics": {m: _finite_or_none(scores[m]) for m in metrics}, "time_s": elapsed}
-                    degradation = _degradation_record(result, truth)
+                    degradation = _degradation_record(result, truth, settings.presence_threshold)
                     if degradation is not None:
                         record["degradation"] = degradation
                         estimates[label][preset].append(degradation)
@@ -422,7 +428,8 @@ def run_evaluation(settings: EvalSettings, *, progress: bool = True) -> EvalOutc
         "settings": {"seed": settings.seed, "limit": settings.limit, "max_side": settings.max_side,
                      "device": settings.device, "half": settings.half, "input_bits": settings.input_bits,
                      "pairs": str(settings.pairs) if settings.pairs else None,
-                     "save_inputs": str(settings.save_inputs) if settings.save_inputs else None},
+                     "save_inputs": str(settings.save_inputs) if settings.save_inputs else None,
+                     "presence_threshold": settings.presence_threshold},
         "versions": software_versions(),
         "wall_time_s": time.perf_counter() - started,
         "timing": timing,

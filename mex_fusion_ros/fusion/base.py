@@ -30,9 +30,14 @@ class DegradationEstimate:
 
     probabilities: dict[str, float]
     severities: dict[str, float]
+    #: Per-type decision thresholds calibrated for the network (``model.calibration``); types not
+    #: listed use 0.5.
+    thresholds: dict[str, float] = field(default_factory=dict)
 
-    def present(self, threshold: float = 0.5) -> tuple[str, ...]:
-        return tuple(name for name, p in self.probabilities.items() if p >= threshold)
+    def present(self, threshold: float | None = None) -> tuple[str, ...]:
+        """Types judged present: ``p >= threshold`` if given, else each type's calibrated threshold."""
+        return tuple(name for name, p in self.probabilities.items()
+                     if p >= (threshold if threshold is not None else self.thresholds.get(name, 0.5)))
 
 
 @dataclass

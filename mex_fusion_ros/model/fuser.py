@@ -22,6 +22,7 @@ from mex_fusion_ros.fusion.base import (
     GateRouting,
     check_pair,
 )
+from mex_fusion_ros.model.calibration import validate_thresholds
 from mex_fusion_ros.model.config import ModelConfig
 from mex_fusion_ros.model.network import MexFusionNet, ModelOutput
 from mex_fusion_ros.model.weights import load_weights
@@ -78,6 +79,9 @@ class Fuser:
         self.config: ModelConfig = model.config
         self.name = name or model.config.name
         self.metadata = dict(metadata or {})
+        #: Per-type presence thresholds calibrated for these weights (``mex-fusion calibrate``).
+        self.presence_thresholds = validate_thresholds(self.metadata.get("presence_thresholds", {}),
+                                                       self.config.degradation_types)
         self.weights_path: Path | None = None
 
     @classmethod
@@ -135,6 +139,7 @@ class Fuser:
                 degradation=DegradationEstimate(
                     probabilities={t: float(p) for t, p in zip(types, probabilities[index])},
                     severities={t: float(s) for t, s in zip(types, severities[index])},
+                    thresholds=dict(self.presence_thresholds),
                 ),
                 routing=[GateRouting(gate, tuple(int(e) for e in experts[index]),
                                      tuple(float(w) for w in weights[index]))

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from mex_fusion_ros.model.calibration import CalibrationError, validate_thresholds
 from mex_fusion_ros.model.config import ConfigError, ModelConfig, get_config
 from mex_fusion_ros.model.network import MexFusionNet
 
@@ -57,6 +58,21 @@ def save_weights(path: str | os.PathLike[str], model: MexFusionNet,
     torch.save(payload, temporary)
     os.replace(temporary, path)
     return path
+
+
+def update_weights_metadata(path: str | os.PathLike[str], updates: dict[str, Any],
+                            out: str | os.PathLike[str] | None = None) -> Path:
+    """Merge ``updates`` into the metadata of the weights file ``path`` and write it to ``out``
+    (default: ``path`` itself, replaced atomically). Weights and configuration are kept as they are."""
+    payload = read_weights_file(path)
+    metadata = payload.get("metadata")
+    payload["metadata"] = {**(metadata if isinstance(metadata, dict) else {}), **updates}
+    target = Path(out) if out is not None else Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(target.name + ".tmp")
+    torch.save(payload, temporary)
+    os.replace(temporary, target)
+    return target
 
 
 #: torch.save writes zip archives (since torch 1.6); every file it writes starts with this.
@@ -160,6 +176,13 @@ def load_weights(
         if differences:
             raise WeightsError(f"weights file {path} was trained with another configuration: "
                                + "; ".join(differences))
+    metadata = payload.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise WeightsError(f"weights file {path} has invalid metadata ({type(metadata).__name__}, not a mapping)")
+    try:
+        validate_thresholds((metadata or {}).get("presence_thresholds", {}), config.degradation_types)
+    except CalibrationError as error:
+        raise WeightsError(f"weights file {path}: {error}") from None
     model = MexFusionNet(config)
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
