@@ -28,7 +28,9 @@ from mex_fusion_ros.model.weights import save_weights
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_weights(tmp_path_factory.mktemp("weights") / "tiny.pt", tiny_model(seed=3))
+    # Calibrated thresholds must reach every backend's estimates (the ONNX graph carries them too).
+    return save_weights(tmp_path_factory.mktemp("weights") / "tiny.pt", tiny_model(seed=3),
+                        {"presence_thresholds": {"vi_haze": 0.2, "ir_stripe": 0.7}})
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +72,7 @@ def assert_same_result(a: FusionResult, b: FusionResult, atol: float = 1e-4) -> 
     assert [(r.gate, r.experts) for r in a.routing] == [(r.gate, r.experts) for r in b.routing]
     for ra, rb in zip(a.routing, b.routing, strict=True):
         np.testing.assert_allclose(ra.weights, rb.weights, atol=1e-5)
+    assert a.degradation.thresholds == b.degradation.thresholds == {"vi_haze": 0.2, "ir_stripe": 0.7}
     for kind in ("probabilities", "severities"):
         da, db = getattr(a.degradation, kind), getattr(b.degradation, kind)
         assert da.keys() == db.keys()

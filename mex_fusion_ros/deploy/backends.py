@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from mex_fusion_ros.model.config import ModelConfig
+from mex_fusion_ros.model.calibration import CalibrationError, validate_thresholds
 from mex_fusion_ros.model.fuser import Fuser, select_device
 from mex_fusion_ros.model.network import GateDecision, ModelOutput, pad_to_multiple
 
@@ -103,6 +104,8 @@ class _ExportedGraphFuser(Fuser):
         self.gates = list(gates)
         self.name = name
         self.metadata = dict(metadata or {})
+        self.presence_thresholds = validate_thresholds(self.metadata.get("presence_thresholds", {}),
+                                                       config.degradation_types)
         self.weights_path = None
 
     def _run_graph(self, ir: torch.Tensor, vi: torch.Tensor) -> list[torch.Tensor]:
@@ -138,9 +141,14 @@ def _config_from_metadata(metadata: dict[str, Any], source: Path) -> tuple[Model
     from mex_fusion_ros.deploy.export import ExportError
 
     try:
-        return ModelConfig.from_dict(metadata["config"]), list(metadata["gates"])
+        config, gates = ModelConfig.from_dict(metadata["config"]), list(metadata["gates"])
     except (KeyError, TypeError, ValueError) as error:
         raise ExportError(f"{source}: export metadata lacks a valid model configuration: {error}") from None
+    try:
+        validate_thresholds(metadata.get("presence_thresholds", {}), config.degradation_types)
+    except CalibrationError as error:
+        raise ExportError(f"{source}: export metadata: {error}") from None
+    return config, gates
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,7 +342,7 @@ def cached_onnx(weights: str | os.PathLike[str], *, half: bool = False, expected
 
     weights = Path(weights)
     # Loaded first, so a wrong configuration or a corrupt file fails before anything is cached.
-    model, _ = load_weights(weights, expected=expected)
+    model, metadata = load_weights(weights, expected=expected)
     digest = hashlib.sha1(weights.read_bytes()).hexdigest()[:16]
     target = onnx_cache_dir() / f"{weights.stem}-{digest}-{'fp16' if half else 'fp32'}.onnx"
     if target.is_file():
@@ -342,7 +350,8 @@ def cached_onnx(weights: str | os.PathLike[str], *, half: bool = False, expected
     stride = model.config.stride
     size = (max(stride, 2 * stride), max(stride, 3 * stride))
     partial = target.with_name(target.name + ".partial")
-    result = export_onnx(model, partial, size=size, half=half, source=str(weights))
+    result = export_onnx(model, partial, size=size, half=half, source=str(weights),
+                         presence_thresholds=metadata.get("presence_thresholds"))
     assert result.parity is not None
     worst = result.parity.worst()
     tolerance = 5e-2 if half else 1e-3

@@ -165,9 +165,12 @@ class ExportableFusionNet(nn.Module):
 
 
 def export_metadata(config: ModelConfig, *, half: bool, dynamic: bool, size: tuple[int, int],
-                    source: str | None = None) -> dict[str, Any]:
-    """What a runtime needs besides the graph: configuration, stride, names, precision, shapes."""
+                    source: str | None = None, presence_thresholds: dict[str, float] | None = None
+                    ) -> dict[str, Any]:
+    """What a runtime needs besides the graph: configuration, stride, names, precision, shapes, and the
+    presence thresholds calibrated for the weights (``mex-fusion calibrate``)."""
     return {
+        "presence_thresholds": dict(presence_thresholds or {}),
         "config": config.to_dict(),
         "stride": config.stride,
         "inputs": list(INPUT_NAMES),
@@ -407,7 +410,7 @@ def _prepare_export(model, size, path, half: bool):
 
 def export_onnx(model: MexFusionNet, path: str | os.PathLike[str], *, size: tuple[int, int] = (256, 320),
                 half: bool = False, opset: int = DEFAULT_OPSET, dynamic: bool = True, parity: bool = True,
-                source: str | None = None) -> ExportResult:
+                source: str | None = None, presence_thresholds: dict[str, float] | None = None) -> ExportResult:
     """Export ``model`` to ONNX at ``path``; ``size`` (H, W) is the example (and, if fixed, the only) size.
 
     ``half``: fp16 graph (weights and inputs float16); its parity is checked against fp32 PyTorch on
@@ -419,7 +422,7 @@ def export_onnx(model: MexFusionNet, path: str | os.PathLike[str], *, size: tupl
     with torch.no_grad():
         achieved, exporter, notes = _export_onnx(wrapper, (ir.to(dtype), vi.to(dtype)), path, opset, dynamic)
     _attach_onnx_metadata(path, export_metadata(model.config, half=half, dynamic=achieved, size=(height, width),
-                                                source=source))
+                                                source=source, presence_thresholds=presence_thresholds))
     result = ExportResult(path, "onnx", achieved, exporter, time.perf_counter() - started, notes=notes)
     if parity:
         try:
@@ -443,7 +446,8 @@ def export_onnx(model: MexFusionNet, path: str | os.PathLike[str], *, size: tupl
 
 
 def export_torchscript(model: MexFusionNet, path: str | os.PathLike[str], *, size: tuple[int, int] = (256, 320),
-                       half: bool = False, parity: bool = True, source: str | None = None) -> ExportResult:
+                       half: bool = False, parity: bool = True, source: str | None = None,
+                       presence_thresholds: dict[str, float] | None = None) -> ExportResult:
     """Trace the gathered-routing network to TorchScript (``torch.jit.load`` + call with ``(ir, vi)``).
 
     Tracing records the shape arithmetic symbolically, so H and W stay dynamic (multiples of the
@@ -455,7 +459,8 @@ def export_torchscript(model: MexFusionNet, path: str | os.PathLike[str], *, siz
         # The shape checks of the network are constant for the traced shapes; that is intended.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(wrapper, (ir.to(dtype), vi.to(dtype)), check_trace=False, strict=False)
-    metadata = export_metadata(model.config, half=half, dynamic=True, size=(height, width), source=source)
+    metadata = export_metadata(model.config, half=half, dynamic=True, size=(height, width), source=source,
+                               presence_thresholds=presence_thresholds)
     torch.jit.save(traced, str(path), _extra_files={f"{METADATA_KEY}.json": json.dumps(metadata)})
     result = ExportResult(path, "torchscript", True, "torch.jit.trace", time.perf_counter() - started)
     if parity:

@@ -49,16 +49,18 @@ def run(args: argparse.Namespace) -> int:
     suffix = ".onnx" if args.format == "onnx" else ".ts"
     out = Path(args.out) if args.out else weights.with_name(weights.stem + ("_fp16" if args.half else "") + suffix)
     try:
-        model, _ = load_weights(weights)
+        model, metadata = load_weights(weights)
+        thresholds = metadata.get("presence_thresholds")
         size = (int(args.size[0]), int(args.size[1]))
         if args.routing_cost:
             return _print_routing_cost(model.config, size, args)
         if args.format == "onnx":
             result = export_onnx(model, out, size=size, half=args.half, opset=args.opset or DEFAULT_OPSET,
-                                 dynamic=not args.fixed, parity=not args.no_parity, source=str(weights))
+                                 dynamic=not args.fixed, parity=not args.no_parity, source=str(weights),
+                                 presence_thresholds=thresholds)
         else:
             result = export_torchscript(model, out, size=size, half=args.half, parity=not args.no_parity,
-                                        source=str(weights))
+                                        source=str(weights), presence_thresholds=thresholds)
     except (WeightsError, ExportError) as error:
         print(f"mex-fusion export: {error}", file=sys.stderr)
         return 2
