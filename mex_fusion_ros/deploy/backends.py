@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mex_fusion_ros.model.config import ModelConfig
 from mex_fusion_ros.model.calibration import CalibrationError, validate_thresholds
+from mex_fusion_ros.model.config import ModelConfig
 from mex_fusion_ros.model.fuser import Fuser, select_device
 from mex_fusion_ros.model.network import GateDecision, ModelOutput, pad_to_multiple
 
