@@ -100,7 +100,8 @@ FUSION_STATUS_VALUES = st.fixed_dictionaries(
         "device": _text,
         "half_precision": st.booleans(),
         "degradations": st.lists(
-            st.fixed_dictionaries({"type": _text, "probability": _f32, "severity": _f32}), max_size=3
+            st.fixed_dictionaries({"type": _text, "probability": _f32, "severity": _f32, "threshold": _f32}),
+            max_size=3
         ),
         "routing": st.lists(
             st.fixed_dictionaries(
@@ -272,8 +273,8 @@ def _example_status(i: int) -> dict:
         "device": "cpu",
         "half_precision": bool(i % 2),
         "degradations": [
-            {"type": "vi_haze", "probability": 0.75, "severity": 0.5},
-            {"type": "ir_stripe", "probability": 0.125, "severity": 0.25 * (i % 4)},
+            {"type": "vi_haze", "probability": 0.75, "severity": 0.5, "threshold": 0.25},
+            {"type": "ir_stripe", "probability": 0.125, "severity": 0.25 * (i % 4), "threshold": 0.5},
         ][: 1 + i % 2],
         "routing": [{"gate": "encoder.0", "experts": [i, 3], "weights": [0.625, 0.375]}],
         "preprocess_ms": 1.5,

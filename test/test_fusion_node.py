@@ -442,7 +442,8 @@ def test_network_fuser_reports_degradations_routing_and_restored_images(tmp_path
     from mex_fusion_ros.model import create_model
     from mex_fusion_ros.model.weights import save_weights
 
-    weights = save_weights(tmp_path / "nano_untrained.pt", create_model("nano"))
+    weights = save_weights(tmp_path / "nano_untrained.pt", create_model("nano"),
+                           {"presence_thresholds": {"vi_haze": 0.25}})
     rng = np.random.default_rng(4)
     thermal = (7000 + rng.integers(0, 3000, (THERMAL_SIZE[1], THERMAL_SIZE[0]))).astype(np.uint16)
     rgb = rng.integers(0, 255, (RGB_SIZE[1], RGB_SIZE[0], 3), dtype=np.uint8)
@@ -468,6 +469,8 @@ def test_network_fuser_reports_degradations_routing_and_restored_images(tmp_path
     assert {score.type for score in status.degradations} == set(DEGRADATION_TYPES)
     for score in status.degradations:
         assert 0.0 <= score.probability <= 1.0 and 0.0 <= score.severity <= 1.0
+        # The weights file's calibrated threshold reaches subscribers; other types keep 0.5.
+        assert score.threshold == (0.25 if score.type == "vi_haze" else 0.5)
     assert status.routing and all(len(gate.experts) == len(gate.weights) > 0 for gate in status.routing)
     assert restored["thermal"].snapshot()[0] == ("mono8", RGB_SIZE[0])
     assert restored["rgb"].snapshot()[0] == ("rgb8", RGB_SIZE[0])

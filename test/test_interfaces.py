@@ -17,7 +17,8 @@ MSG_DIR = Path(__file__).resolve().parent.parent / "mex_fusion_msgs" / "msg"
 
 # The contract the nodes (and docs/interfaces.md) rely on: message -> field -> .msg type.
 DOCUMENTED_FIELDS: dict[str, dict[str, str]] = {
-    "DegradationScore": {"type": "string", "probability": "float32", "severity": "float32"},
+    "DegradationScore": {"type": "string", "probability": "float32", "severity": "float32",
+                         "threshold": "float32"},
     "ExpertRouting": {"gate": "string", "experts": "uint16[]", "weights": "float32[]"},
     "FusionStatus": {
         "header": "std_msgs/Header",
@@ -124,8 +125,8 @@ def make_status(module):
         rgb_stamp=Time(sec=1_700_000_000, nanosec=33_000_000),
         skew_ms=-12.0, mode=module.FusionStatus.MODE_FUSED, method="nano", device="cpu",
         half_precision=False,
-        degradations=[module.DegradationScore(type="vi_haze", probability=0.875, severity=0.5),
-                      module.DegradationScore(type="ir_stripe", probability=0.125, severity=0.0)],
+        degradations=[module.DegradationScore(type="vi_haze", probability=0.875, severity=0.5, threshold=0.25),
+                      module.DegradationScore(type="ir_stripe", probability=0.125, severity=0.0, threshold=0.5)],
         routing=[module.ExpertRouting(gate="encoder.0", experts=[3, 7], weights=[0.75, 0.25]),
                  module.ExpertRouting(gate="decoder.fusion", experts=[1], weights=[1.0])],
         preprocess_ms=1.5, inference_ms=42.25, postprocess_ms=0.75, latency_ms=51.5, dropped_pairs=3)

@@ -530,7 +530,8 @@ class FusionNode(Node):
         if result is not None and result.degradation is not None:
             status.degradations = [
                 DegradationScore(type=name, probability=float(probability),
-                                 severity=float(result.degradation.severities.get(name, 0.0)))
+                                 severity=float(result.degradation.severities.get(name, 0.0)),
+                                 threshold=float(result.degradation.thresholds.get(name, 0.5)))
                 for name, probability in result.degradation.probabilities.items()]
         if result is not None:
             status.routing = [ExpertRouting(gate=routing.gate, experts=[int(e) for e in routing.experts],
