@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from mex_fusion_ros.cli import main
+from mex_fusion_ros.data.degradations import DEGRADATION_TYPES
 from mex_fusion_ros.model import create_model
 from mex_fusion_ros.model.fuser import Fuser
 from mex_fusion_ros.model.layers import rgb_to_luminance
@@ -84,6 +85,7 @@ def test_shipped_training_config_is_valid() -> None:
     assert {"clean", "mixed"} <= set(config.validation.presets)
     # Trained on inputs as cameras deliver them (and as `mex-fusion eval` feeds them).
     assert config.data.input_bits == 8 and "inputs rounded to 8 bits" in describe_training_data(config.data)
+    assert config.data.calibration_every >= 1  # the shipped file's presence thresholds are calibrated
 
 
 @pytest.mark.parametrize(
@@ -296,3 +298,21 @@ def test_init_starts_both_stages_from_a_weights_file(tmp_path: Path) -> None:
     assert not torch.equal(head_start, head_tuned) and (head_start - head_tuned).abs().max() < 0.05
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "both"), "--init", str(first),
                  "--from-stage1", str(first), "--no-progress"]) == 2
+
+
+def test_training_ends_by_calibrating_the_presence_thresholds(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    data = _write_pairs(tmp_path / "data", count=3)
+    split = tmp_path / "split.txt"
+    split.write_text("p2\n")
+    config = _tiny_config(tmp_path, steps=1, data={"train": str(data), "val": str(data), "crop_size": 32,
+                                                   "samples_per_epoch": 4, "workers": 0, "holdout": str(split),
+                                                   "calibration_every": 1})
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert "presence thresholds calibrated on the training pairs: vi_noise" in capsys.readouterr().out
+    _, metadata = load_weights(tmp_path / "run" / "mex_nano.pt")
+    assert set(metadata["presence_thresholds"]) == set(DEGRADATION_TYPES)
+    # The held-out pair is not calibrated on: two pairs x eight presets.
+    assert metadata["calibration"]["data"] == {str(data): 2} and metadata["calibration"]["estimates"] == 16
+    with pytest.raises(TrainConfigError, match="data.calibration_every"):
+        train_config_from_dict({"data": {"calibration_every": -1}})

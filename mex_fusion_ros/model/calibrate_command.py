@@ -36,12 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mex_fusion_ros.data.paired import DatasetError, find_pairs, read_pair_names, select_pairs
-    from mex_fusion_ros.model.calibration import (
-        CALIBRATION_PRESETS,
-        CalibrationError,
-        choose_thresholds,
-        collect_estimates,
-    )
+    from mex_fusion_ros.model.calibration import CALIBRATION_PRESETS, CalibrationError, calibrate, calibration_table
     from mex_fusion_ros.model.fuser import Fuser
     from mex_fusion_ros.model.weights import WeightsError, update_weights_metadata
 
@@ -57,34 +52,17 @@ def run(args: argparse.Namespace) -> int:
         held_out = read_pair_names(args.holdout) if args.holdout else ()
         groups = {str(folder): select_pairs(find_pairs(folder).pairs, drop=held_out)[::args.every]
                   for folder in args.data}
-        empty = [folder for folder, pairs in groups.items() if not pairs]
-        if empty:
-            raise CalibrationError(f"no pairs left to calibrate on in {', '.join(empty)}")
-        records = collect_estimates(fuser, groups, seed=args.seed, input_bits=args.input_bits,
-                                    progress=not args.no_progress)
-        choices = choose_thresholds(records, fuser.config.degradation_types)
-        thresholds = {kind: choice.threshold for kind, choice in choices.items()}
-        command = "mex-fusion calibrate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        calibration = {
-            "command": command,
-            "data": {folder: len(pairs) for folder, pairs in groups.items()},
-            "holdout": str(args.holdout) if args.holdout else None,
-            "presets": list(CALIBRATION_PRESETS), "seed": args.seed, "input_bits": args.input_bits,
-            "estimates": len(records), "types": {kind: choice.to_dict() for kind, choice in choices.items()},
-        }
+        result = calibrate(fuser, groups, fuser.config.degradation_types, seed=args.seed,
+                           input_bits=args.input_bits, progress=not args.no_progress,
+                           holdout=str(args.holdout) if args.holdout else None,
+                           command="mex-fusion calibrate " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
         target = update_weights_metadata(
-            args.weights, {"presence_thresholds": thresholds, "calibration": calibration}, out=args.out)
+            args.weights, {"presence_thresholds": result.thresholds, "calibration": result.metadata}, out=args.out)
     except (WeightsError, DatasetError, CalibrationError) as error:
         print(f"mex-fusion calibrate: {error}", file=sys.stderr)
         return 2
     folders = ", ".join(f"{folder} {len(pairs)} pairs" for folder, pairs in groups.items())
-    print(f"{len(records)} estimates: {folders} x {len(CALIBRATION_PRESETS)} presets")
-    print(f"{'type':<16} {'threshold':>9} {'bal. acc.':>9} {'at 0.5':>8} {'present':>8} {'absent':>7}")
-    for kind, choice in choices.items():
-        def percent(value: float | None) -> str:
-            return "-" if value is None else f"{100 * value:.1f}%"
-
-        print(f"{kind:<16} {choice.threshold:>9.3f} {percent(choice.balanced_accuracy):>9} "
-              f"{percent(choice.default_balanced_accuracy):>8} {choice.positives:>8} {choice.negatives:>7}")
+    print(f"{result.estimates} estimates: {folders} x {len(CALIBRATION_PRESETS)} presets")
+    print(calibration_table(result))
     print(f"thresholds written to {target}")
     return 0

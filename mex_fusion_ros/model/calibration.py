@@ -164,6 +164,48 @@ def collect_estimates(fuser: ImageFuser, groups: Mapping[str, Sequence[ImagePair
     return records
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """What :func:`calibrate` chose: thresholds per type, the choices behind them, and the metadata
+    (data, presets, balanced accuracies) stored next to the thresholds in the weights file."""
+
+    thresholds: dict[str, float]
+    choices: dict[str, ThresholdChoice]
+    metadata: dict[str, object]
+    estimates: int
+
+
+def calibrate(fuser: ImageFuser, groups: Mapping[str, Sequence[ImagePair]], kinds: Sequence[str], *,
+              seed: int = 0, input_bits: int = 8, progress: bool = True, holdout: str | None = None,
+              command: str = "") -> Calibration:
+    """Collect ``fuser``'s estimates on ``groups`` (:func:`collect_estimates`) and choose every type's
+    threshold (:func:`choose_thresholds`). ``CalibrationError`` when a group is empty."""
+    empty = [name for name, pairs in groups.items() if not pairs]
+    if empty or not groups:
+        raise CalibrationError(f"no pairs left to calibrate on in {', '.join(empty) or 'the given folders'}")
+    records = collect_estimates(fuser, groups, seed=seed, input_bits=input_bits, progress=progress)
+    choices = choose_thresholds(records, kinds)
+    metadata: dict[str, object] = {
+        "command": command, "data": {name: len(pairs) for name, pairs in groups.items()}, "holdout": holdout,
+        "presets": list(CALIBRATION_PRESETS), "seed": seed, "input_bits": input_bits, "estimates": len(records),
+        "types": {kind: choice.to_dict() for kind, choice in choices.items()},
+    }
+    return Calibration({kind: choice.threshold for kind, choice in choices.items()}, choices, metadata,
+                       len(records))
+
+
+def calibration_table(calibration: Calibration) -> str:
+    """The chosen thresholds as a text table (one row per type)."""
+    def percent(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}%"
+
+    lines = [f"{'type':<16} {'threshold':>9} {'bal. acc.':>9} {'at 0.5':>8} {'present':>8} {'absent':>7}"]
+    for kind, choice in calibration.choices.items():
+        lines.append(f"{kind:<16} {choice.threshold:>9.3f} {percent(choice.balanced_accuracy):>9} "
+                     f"{percent(choice.default_balanced_accuracy):>8} {choice.positives:>8} {choice.negatives:>7}")
+    return "\n".join(lines)
+
+
 def validate_thresholds(values: object, kinds: Sequence[str]) -> dict[str, float]:
     """Check a ``presence_thresholds`` mapping (type -> threshold in (0, 1)); ``CalibrationError`` if not."""
     if not isinstance(values, Mapping):
@@ -180,6 +222,7 @@ def validate_thresholds(values: object, kinds: Sequence[str]) -> dict[str, float
     return thresholds
 
 
-__all__ = ["CALIBRATION_PRESETS", "DEFAULT_THRESHOLD", "MIN_GAIN", "THRESHOLD_BOUNDS", "CalibrationError",
-           "EstimateRecord", "ThresholdChoice", "balanced_accuracies", "choose_threshold", "choose_thresholds",
-           "collect_estimates", "validate_thresholds"]
+__all__ = ["CALIBRATION_PRESETS", "DEFAULT_THRESHOLD", "MIN_GAIN", "THRESHOLD_BOUNDS", "Calibration",
+           "CalibrationError", "EstimateRecord", "ThresholdChoice", "balanced_accuracies", "calibrate",
+           "calibration_table", "choose_threshold", "choose_thresholds", "collect_estimates",
+           "validate_thresholds"]

@@ -49,5 +49,11 @@ def run(args: argparse.Namespace) -> int:
     except (FileExistsError, FileNotFoundError, ValueError, WeightsError) as error:
         print(f"mex-fusion train: {error}", file=sys.stderr)
         return 2
+    from mex_fusion_ros.model.weights import read_weights_file
+
+    thresholds = read_weights_file(final)["metadata"].get("presence_thresholds")
+    if thresholds:
+        print("presence thresholds calibrated on the training pairs: "
+              + ", ".join(f"{kind} {value:.3f}" for kind, value in thresholds.items()))
     print(f"weights written to {final}")
     return 0

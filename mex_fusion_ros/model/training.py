@@ -79,6 +79,9 @@ class DataConfig:
     #: Round the degraded training inputs to this many bits (8 or 16; 0 = float), as cameras, image
     #: files and ``mex-fusion eval`` (``--input-bits``, default 8) deliver them.
     input_bits: int = 0
+    #: After training, calibrate the degradation presence thresholds (``mex-fusion calibrate``) on
+    #: every N-th training pair of each ``train`` folder, held-out pairs excluded (0 = skip).
+    calibration_every: int = 0
 
 @dataclass(frozen=True)
 class StageConfig:
@@ -190,6 +193,8 @@ def train_config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
         raise TrainConfigError(f"data.rescale: expected [low, high] with 0 < low <= high, got {list(data.rescale)}")
     if data.input_bits not in (0, 8, 16):
         raise TrainConfigError(f"data.input_bits: expected 8, 16 or 0 (float inputs), got {data.input_bits}")
+    if data.calibration_every < 0:
+        raise TrainConfigError(f"data.calibration_every: expected 0 (skip) or N >= 1, got {data.calibration_every}")
     if not 0.0 <= data.camera_variation <= 1.0:
         raise TrainConfigError(f"data.camera_variation: expected a probability in [0, 1], got {data.camera_variation}")
     return config
@@ -211,6 +216,22 @@ def training_pairs(data: DataConfig) -> tuple[tuple[ImagePair, ...], tuple[float
     if held_out and len(pairs) == found:
         raise TrainConfigError(f"data.holdout: none of the pairs in {data.holdout} is in {list(data.train)}")
     return tuple(pairs), tuple(weights)
+
+
+def calibrate_presence(weights: Path, model: MexFusionNet, data: DataConfig, *, progress: bool = True) -> None:
+    """Choose the presence thresholds of the trained ``model`` on its training pairs (every
+    ``data.calibration_every``-th of each folder, held-out pairs excluded) and store them in ``weights``."""
+    from mex_fusion_ros.model.calibration import calibrate
+    from mex_fusion_ros.model.fuser import Fuser
+    from mex_fusion_ros.model.weights import update_weights_metadata
+
+    held_out = read_pair_names(data.holdout) if data.holdout else ()
+    groups = {folder: select_pairs(find_pairs(folder).pairs, drop=held_out)[::data.calibration_every]
+              for folder in data.train}
+    fuser = Fuser(model, device=next(model.parameters()).device)
+    result = calibrate(fuser, groups, model.config.degradation_types, progress=progress,
+                       holdout=data.holdout or None, command=f"training data, every {data.calibration_every}")
+    update_weights_metadata(weights, {"presence_thresholds": result.thresholds, "calibration": result.metadata})
 
 
 def describe_training_data(data: DataConfig) -> str:
@@ -716,6 +737,8 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str], *, resume: bool 
             "train_config": train_config_to_dict(config), "validation": metrics,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })
+        if config.data.calibration_every:
+            calibrate_presence(final, _unwrap(model), config.data, progress=progress)
     if context.enabled:
         dist.barrier()
         dist.destroy_process_group()
