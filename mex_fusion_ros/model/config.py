@@ -153,9 +153,10 @@ class ModelConfig:
 MODEL_CONFIGS: dict[str, ModelConfig] = {
     # Real-time: 4x4 space-to-depth, NAFNet-style conv blocks, no block at the finest level (only the
     # gated experts run there), 4 experts top-2 before the first three encoder levels. The first two
-    # levels are narrow (24, 40 instead of 32, 48) so that a 640x512 pair costs less than a YOLOv8n
-    # forward on one CPU thread; the restoration trained as well (docs/model.md, "Speed").
-    "nano": ModelConfig(name="nano", widths=(24, 40, 64, 96), estimator_statistics=True, fusion_output="pyramid",
+    # levels are narrow (16, 32; first 32, 48, then 24, 40) so that a 640x512 pair with the
+    # full-resolution pyramid fusion costs less than a YOLOv8n forward on one CPU thread; retrained,
+    # the narrower network restored and fused as well (docs/model.md, "Speed").
+    "nano": ModelConfig(name="nano", widths=(16, 32, 64, 96), estimator_statistics=True, fusion_output="pyramid",
                         pyramid_levels=5, restoration_gate=True),
     # Wider and deeper nano for GPUs (still conv blocks).
     "small": ModelConfig(
