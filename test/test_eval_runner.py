@@ -138,11 +138,21 @@ class CalibratedStripeDetector:
 
 @pytest.mark.parametrize(("presence_threshold", "detected"), [(None, True), (0.5, False)])
 def test_calibrated_thresholds_decide_unless_overridden(roadscene: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        presence_threshold: float | None, detected: bool) -> None:
+                                                        tmp_path: Path, presence_threshold: float | None,
+                                                        detected: bool) -> None:
+    from mex_fusion_ros.eval.report import write_report
+
     monkeypatch.setattr(runner, "create_fuser", lambda spec, device, half: CalibratedStripeDetector())
     settings = runner.EvalSettings(data=roadscene / "val", presets=("stripe",), methods=("x",), limit=1,
                                    max_side=64, presence_threshold=presence_threshold)
-    results = runner.run_evaluation(settings, progress=False).results
+    outcome = runner.run_evaluation(settings, progress=False)
+    results = outcome.results
+    write_report(outcome, tmp_path)
+    page = (tmp_path / "report.md").read_text()
+    if presence_threshold is None:
+        assert "calibrated: calibrated thresholds ir_stripe 0.200; every other type 0.5." in page
+    else:
+        assert "probability ≥ 0.5 for every type" in page and "calibrated thresholds" not in page
     record = results["per_image"]["stripe"][results["images"][0]]["methods"]["calibrated"]["degradation"]
     assert record["predicted"] == (["ir_stripe"] if detected else [])
     assert record["thresholds"]["ir_stripe"] == (0.2 if presence_threshold is None else 0.5)

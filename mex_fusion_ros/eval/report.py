@@ -263,6 +263,11 @@ def _sections(results: dict, grids: dict[str, str], plots: dict[str, str]) -> li
             for preset, acc in by_preset.items()
         ]
         sections.append(("table", (header, rows)))
+        if threshold is None:
+            for method, thresholds in _thresholds_used(results).items():
+                moved = ", ".join(f"{kind} {value:.3f}" for kind, value in thresholds.items() if value != 0.5)
+                sections.append(("p", f"{method}: calibrated thresholds {moved}; every other type 0.5."
+                                 if moved else f"{method}: every type at 0.5 (weights not calibrated)."))
     sections.append(("h2", "Per preset: mean over images"))
     for preset in results["presets"]:
         description = results["preset_descriptions"].get(preset, "")
@@ -356,6 +361,17 @@ def render_html(sections: list[Section]) -> str:
             body.append(f'<p><img src="{html.escape(path)}" alt="{html.escape(alt)}" loading="lazy"></p>')
     head = f'<head><meta charset="utf-8"><title>Fusion evaluation</title><style>{_CSS}</style></head>'
     return f'<!DOCTYPE html>\n<html lang="en">{head}<body>\n' + "\n".join(body) + "\n</body></html>\n"
+
+
+def _thresholds_used(results: dict) -> dict[str, dict[str, float]]:
+    """Per method with degradation estimates, the presence thresholds its first estimate was judged at."""
+    found: dict[str, dict[str, float]] = {}
+    for entries in results["per_image"].values():
+        for entry in entries.values():
+            for method, record in entry["methods"].items():
+                if method not in found and "thresholds" in record.get("degradation", {}):
+                    found[method] = dict(record["degradation"]["thresholds"])
+    return found
 
 
 def write_report(outcome: EvalOutcome, out_dir: Path) -> dict[str, Path]:
