@@ -202,7 +202,7 @@ def _degradation_json(result: FusionResult) -> dict[str, dict[str, float]] | Non
     return {
         "probabilities": {k: float(v) for k, v in result.degradation.probabilities.items()},
         "severities": {k: float(v) for k, v in result.degradation.severities.items()},
-        "thresholds": {k: result.degradation.thresholds.get(k, 0.5) for k in result.degradation.probabilities},
+        "thresholds": {k: result.degradation.threshold(k) for k in result.degradation.probabilities},
     }
 
 

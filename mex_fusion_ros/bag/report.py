@@ -27,9 +27,8 @@ from matplotlib.figure import Figure
 
 from mex_fusion_ros.bag.evaluate import BagEvalOutcome, PairRecord, percentiles
 from mex_fusion_ros.data.degradations import DEGRADATION_TYPES
+from mex_fusion_ros.fusion.base import DEFAULT_PRESENCE_THRESHOLD
 
-#: Presence threshold of estimates recorded without their (calibrated) thresholds.
-DEFAULT_THRESHOLD = 0.5
 SEGMENT_COLOURS = ("#ffffff", "#dbe9f6", "#fde0c5", "#e2f0d9", "#eadcf0", "#fff2cc", "#f4cccc")
 
 
@@ -67,7 +66,8 @@ def degradation_summary(records: list[PairRecord], timeline: list[dict]) -> dict
             probability = record.degradation["probabilities"].get(kind)
             if probability is None:
                 continue
-            threshold = (record.degradation.get("thresholds") or {}).get(kind, DEFAULT_THRESHOLD)
+            # Records written before thresholds were recorded were judged at the default.
+            threshold = (record.degradation.get("thresholds") or {}).get(kind, DEFAULT_PRESENCE_THRESHOLD)
             thresholds.add(threshold)
             present = truth_by_preset[record.truth_preset].get(kind, 0.0) > 0.0
             hits.append((probability >= threshold) == present)

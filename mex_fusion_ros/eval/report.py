@@ -24,6 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mex_fusion_ros.eval.runner import KEY_METRICS, EvalOutcome, GridSample, reference_rows, save_results_json
+from mex_fusion_ros.fusion.base import DEFAULT_PRESENCE_THRESHOLD
 
 #: Width in pixels of one tile of the image grid (the grid JPEG is downsized to this).
 TILE_WIDTH = 240
@@ -265,9 +266,11 @@ def _sections(results: dict, grids: dict[str, str], plots: dict[str, str]) -> li
         sections.append(("table", (header, rows)))
         if threshold is None:
             for method, thresholds in _thresholds_used(results).items():
-                moved = ", ".join(f"{kind} {value:.3f}" for kind, value in thresholds.items() if value != 0.5)
-                sections.append(("p", f"{method}: calibrated thresholds {moved}; every other type 0.5."
-                                 if moved else f"{method}: every type at 0.5 (weights not calibrated)."))
+                moved = ", ".join(f"{kind} {value:.3f}" for kind, value in thresholds.items()
+                                  if value != DEFAULT_PRESENCE_THRESHOLD)
+                sections.append(("p", f"{method}: calibrated thresholds {moved}; every other type "
+                                      f"{DEFAULT_PRESENCE_THRESHOLD:g}." if moved else
+                                 f"{method}: every type at {DEFAULT_PRESENCE_THRESHOLD:g} (weights not calibrated)."))
     sections.append(("h2", "Per preset: mean over images"))
     for preset in results["presets"]:
         description = results["preset_descriptions"].get(preset, "")

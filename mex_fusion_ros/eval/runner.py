@@ -245,8 +245,7 @@ def _degradation_record(result: FusionResult, truth: tuple[str, ...], threshold:
     predicted = estimate.present(threshold)
     return {
         "probabilities": {k: float(v) for k, v in estimate.probabilities.items()},
-        "thresholds": {k: threshold if threshold is not None else estimate.thresholds.get(k, 0.5)
-                       for k in estimate.probabilities},
+        "thresholds": {k: estimate.threshold(k, threshold) for k in estimate.probabilities},
         "severities": {k: float(v) for k, v in estimate.severities.items()},
         "predicted": list(predicted),
         "label": list(truth),

@@ -23,6 +23,10 @@ class GateRouting:
     weights: tuple[float, ...]
 
 
+#: Presence threshold of a degradation type whose estimator has no calibrated one.
+DEFAULT_PRESENCE_THRESHOLD = 0.5
+
+
 @dataclass(frozen=True)
 class DegradationEstimate:
     """Per degradation type (``mex_fusion_ros.data.degradations.DEGRADATION_TYPES``):
@@ -31,13 +35,18 @@ class DegradationEstimate:
     probabilities: dict[str, float]
     severities: dict[str, float]
     #: Per-type decision thresholds calibrated for the network (``model.calibration``); types not
-    #: listed use 0.5.
+    #: listed use ``DEFAULT_PRESENCE_THRESHOLD``.
     thresholds: dict[str, float] = field(default_factory=dict)
+
+    def threshold(self, name: str, override: float | None = None) -> float:
+        """The presence threshold of type ``name``: ``override`` if given, else its calibrated one."""
+        if override is not None:
+            return override
+        return self.thresholds.get(name, DEFAULT_PRESENCE_THRESHOLD)
 
     def present(self, threshold: float | None = None) -> tuple[str, ...]:
         """Types judged present: ``p >= threshold`` if given, else each type's calibrated threshold."""
-        return tuple(name for name, p in self.probabilities.items()
-                     if p >= (threshold if threshold is not None else self.thresholds.get(name, 0.5)))
+        return tuple(name for name, p in self.probabilities.items() if p >= self.threshold(name, threshold))
 
 
 @dataclass

@@ -22,10 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mex_fusion_ros.data.paired import ImagePair
-from mex_fusion_ros.fusion.base import ImageFuser
+from mex_fusion_ros.fusion.base import DEFAULT_PRESENCE_THRESHOLD, ImageFuser
 
-#: The decision threshold of an uncalibrated estimate.
-DEFAULT_THRESHOLD = 0.5
 #: Presets the calibration degrades each pair with (the evaluation's single and mixed presets).
 CALIBRATION_PRESETS = ("clean", "noise15", "noise25", "noise50", "haze", "defocus", "stripe", "mixed")
 #: A threshold moves only if it gains more than this in balanced accuracy over the default.
@@ -91,7 +89,7 @@ def balanced_accuracies(records: Sequence[EstimateRecord], kind: str, thresholds
     return np.mean(terms, axis=0)
 
 
-def choose_threshold(records: Sequence[EstimateRecord], kind: str, *, default: float = DEFAULT_THRESHOLD,
+def choose_threshold(records: Sequence[EstimateRecord], kind: str, *, default: float = DEFAULT_PRESENCE_THRESHOLD,
                      min_gain: float = MIN_GAIN, bounds: tuple[float, float] = THRESHOLD_BOUNDS) -> ThresholdChoice:
     """The decision threshold of ``kind``: ``default`` unless a threshold within ``bounds`` gains more
     than ``min_gain`` balanced accuracy, then the middle candidate of the best ones.
@@ -222,7 +220,7 @@ def validate_thresholds(values: object, kinds: Sequence[str]) -> dict[str, float
     return thresholds
 
 
-__all__ = ["CALIBRATION_PRESETS", "DEFAULT_THRESHOLD", "MIN_GAIN", "THRESHOLD_BOUNDS", "Calibration",
+__all__ = ["CALIBRATION_PRESETS", "MIN_GAIN", "THRESHOLD_BOUNDS", "Calibration",
            "CalibrationError", "EstimateRecord", "ThresholdChoice", "balanced_accuracies", "calibrate",
            "calibration_table", "choose_threshold", "choose_thresholds", "collect_estimates",
            "validate_thresholds"]

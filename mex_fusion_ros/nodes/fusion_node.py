@@ -531,7 +531,7 @@ class FusionNode(Node):
             status.degradations = [
                 DegradationScore(type=name, probability=float(probability),
                                  severity=float(result.degradation.severities.get(name, 0.0)),
-                                 threshold=float(result.degradation.thresholds.get(name, 0.5)))
+                                 threshold=float(result.degradation.threshold(name)))
                 for name, probability in result.degradation.probabilities.items()]
         if result is not None:
             status.routing = [ExpertRouting(gate=routing.gate, experts=[int(e) for e in routing.experts],
