@@ -35,8 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mex_fusion_ros.data.paired import DatasetError, find_pairs, read_pair_names, select_pairs
-    from mex_fusion_ros.model.calibration import CALIBRATION_PRESETS, CalibrationError, calibrate, calibration_table
+    from mex_fusion_ros.data.paired import DatasetError
+    from mex_fusion_ros.model.calibration import (
+        CALIBRATION_PRESETS,
+        CalibrationError,
+        calibrate,
+        calibration_pairs,
+        calibration_table,
+    )
     from mex_fusion_ros.model.fuser import Fuser
     from mex_fusion_ros.model.weights import WeightsError, update_weights_metadata
 
@@ -49,9 +55,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         fuser = Fuser.from_weights(args.weights, device=args.device)
-        held_out = read_pair_names(args.holdout) if args.holdout else ()
-        groups = {str(folder): select_pairs(find_pairs(folder).pairs, drop=held_out)[::args.every]
-                  for folder in args.data}
+        groups = calibration_pairs(args.data, args.holdout, args.every)
         result = calibrate(fuser, groups, fuser.config.degradation_types, seed=args.seed,
                            input_bits=args.input_bits, progress=not args.no_progress,
                            holdout=str(args.holdout) if args.holdout else None,

@@ -16,12 +16,13 @@ and nodes all decide alike. No ROS imports.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from mex_fusion_ros.data.paired import ImagePair
+from mex_fusion_ros.data.paired import ImagePair, find_pairs, read_pair_names, select_pairs
 from mex_fusion_ros.fusion.base import DEFAULT_PRESENCE_THRESHOLD, ImageFuser
 
 #: Presets the calibration degrades each pair with (the evaluation's single and mixed presets).
@@ -204,6 +205,14 @@ def calibration_table(calibration: Calibration) -> str:
     return "\n".join(lines)
 
 
+def calibration_pairs(folders: Sequence[str | os.PathLike[str]], holdout: str | os.PathLike[str] | None = None,
+                      every: int = 1) -> dict[str, tuple[ImagePair, ...]]:
+    """Per folder (its name as given), every ``every``-th pair not named in the ``holdout`` file.
+    ``DatasetError`` for a missing folder or holdout file."""
+    held_out = read_pair_names(holdout) if holdout else ()
+    return {str(folder): select_pairs(find_pairs(folder).pairs, drop=held_out)[::every] for folder in folders}
+
+
 def validate_thresholds(values: object, kinds: Sequence[str]) -> dict[str, float]:
     """Check a ``presence_thresholds`` mapping (type -> threshold in (0, 1)); ``CalibrationError`` if not."""
     if not isinstance(values, Mapping):
@@ -222,5 +231,5 @@ def validate_thresholds(values: object, kinds: Sequence[str]) -> dict[str, float
 
 __all__ = ["CALIBRATION_PRESETS", "MIN_GAIN", "THRESHOLD_BOUNDS", "Calibration",
            "CalibrationError", "EstimateRecord", "ThresholdChoice", "balanced_accuracies", "calibrate",
-           "calibration_table", "choose_threshold", "choose_thresholds", "collect_estimates",
+           "calibration_pairs", "calibration_table", "choose_threshold", "choose_thresholds", "collect_estimates",
            "validate_thresholds"]

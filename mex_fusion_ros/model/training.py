@@ -221,13 +221,11 @@ def training_pairs(data: DataConfig) -> tuple[tuple[ImagePair, ...], tuple[float
 def calibrate_presence(weights: Path, model: MexFusionNet, data: DataConfig, *, progress: bool = True) -> None:
     """Choose the presence thresholds of the trained ``model`` on its training pairs (every
     ``data.calibration_every``-th of each folder, held-out pairs excluded) and store them in ``weights``."""
-    from mex_fusion_ros.model.calibration import calibrate
+    from mex_fusion_ros.model.calibration import calibrate, calibration_pairs
     from mex_fusion_ros.model.fuser import Fuser
     from mex_fusion_ros.model.weights import update_weights_metadata
 
-    held_out = read_pair_names(data.holdout) if data.holdout else ()
-    groups = {folder: select_pairs(find_pairs(folder).pairs, drop=held_out)[::data.calibration_every]
-              for folder in data.train}
+    groups = calibration_pairs(data.train, data.holdout or None, data.calibration_every)
     fuser = Fuser(model, device=next(model.parameters()).device)
     result = calibrate(fuser, groups, model.config.degradation_types, progress=progress,
                        holdout=data.holdout or None, command=f"training data, every {data.calibration_every}")

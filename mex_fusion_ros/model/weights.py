@@ -45,8 +45,6 @@ def save_weights(path: str | os.PathLike[str], model: MexFusionNet,
     The file is written to a temporary name first and renamed, so a crash never leaves a truncated
     weights file behind.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": WEIGHTS_FORMAT,
         "version": WEIGHTS_VERSION,
@@ -54,6 +52,13 @@ def save_weights(path: str | os.PathLike[str], model: MexFusionNet,
         "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
         "metadata": dict(metadata or {}),
     }
+    return _write_payload(path, payload)
+
+
+def _write_payload(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
+    """``torch.save`` to a temporary name, then rename: a crash never leaves a truncated file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
     torch.save(payload, temporary)
     os.replace(temporary, path)
@@ -67,12 +72,7 @@ def update_weights_metadata(path: str | os.PathLike[str], updates: dict[str, Any
     payload = read_weights_file(path)
     metadata = payload.get("metadata")
     payload["metadata"] = {**(metadata if isinstance(metadata, dict) else {}), **updates}
-    target = Path(out) if out is not None else Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(target.name + ".tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, target)
-    return target
+    return _write_payload(out if out is not None else path, payload)
 
 
 #: torch.save writes zip archives (since torch 1.6); every file it writes starts with this.
