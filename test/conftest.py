@@ -3,6 +3,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 # Before any rclpy import: Fast DDS must not multicast on the network interface (DEVELOPERS.md).
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -11,6 +12,12 @@ os.environ["ROS_LOCALHOST_ONLY"] = "1"
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# CI (.ci/run sets HYPOTHESIS_PROFILE=ci) runs the examples derived from each test's name, so a
+# clean machine checks exactly what passed here instead of drawing new random examples; local runs
+# keep drawing new ones, which is how property tests find problems.
+settings.register_profile("ci", derandomize=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
