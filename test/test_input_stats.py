@@ -40,6 +40,30 @@ def test_loss_and_camera_rate_are_recovered_from_the_stamps(rate, keep, seed):
     assert estimate.camera_rate_hz == pytest.approx(rate, rel=0.2)
 
 
+def test_frames_mostly_two_periods_apart_keep_the_camera_rate():
+    """Found by hypothesis: every other frame lost but one, the single-period gap jittered to 0.89
+    periods. The two-period candidate explained every other gap and was taken for the period."""
+    meter = StampLossMeter(window=5.0)
+    period = SECOND / 9
+    indices = [0, 2, 4, 6, 8, 9, 11, 13, 15, 17, 19, 21]
+    for index in indices:
+        stamp = 1_000 * SECOND + index * period - (0.11 * period if index == 9 else 0)
+        meter.add(round(stamp), index / 9)
+    estimate = meter.estimate(21 / 9)
+    assert estimate.camera_rate_hz == pytest.approx(9.0, rel=0.05)
+    assert estimate.loss == pytest.approx(1 - len(indices) / 22, abs=0.01)
+
+
+def test_heavy_loss_with_a_jittered_median_interval_keeps_the_camera_rate():
+    """Found by hypothesis: 15 Hz, 37.5 % of frames kept. The median interval (3.09 periods) divided
+    by three was 3 % off, enough to fail the whole-number check without a refinement."""
+    meter = StampLossMeter(window=5.0)
+    true_loss = feed(meter, 15.0, 5.0, 0.375, jitter_s=0.08 / 15.0, seed=209)
+    estimate = meter.estimate(5.0)
+    assert estimate.camera_rate_hz == pytest.approx(15.0, rel=0.02)
+    assert estimate.loss == pytest.approx(true_loss, abs=0.02)
+
+
 def test_no_loss_reads_zero_and_a_jump_back_starts_afresh():
     meter = StampLossMeter(window=5.0)
     feed(meter, 30.0, 3.0, 1.0, jitter_s=0.002, seed=1)

@@ -312,7 +312,8 @@ def test_layer_norm_channels_last_matches_the_plain_layout(channels, height, wid
     fast = norm(x.contiguous(memory_format=torch.channels_last))
     if channels > 1:  # one channel is contiguous in both layouts: the same path
         assert not fast.is_contiguous() and fast.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(fast, expected, rtol=1e-5, atol=1e-5)
+    # Two float32 reductions in another order: 1.5e-5 apart was seen; a wrong axis is off by O(1).
+    torch.testing.assert_close(fast, expected, rtol=1e-4, atol=5e-5)
 
 
 def test_bench_size_parser() -> None:

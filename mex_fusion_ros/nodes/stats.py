@@ -160,6 +160,11 @@ class StreamLoss:
     camera_rate_hz: float
 
 
+#: An interval between received stamps is at least this many periods: two stamps jittered by up to
+#: 15 % of a period each are still 0.7 periods apart, a candidate twice too long sees them at 0.65.
+_SHORTEST_INTERVAL_PERIODS = 0.675
+
+
 class StampLossMeter:
     """Input loss visible from header stamps: a camera stamps frames at a steady period, so a gap
     of ``k`` periods between two received frames means ``k - 1`` frames were lost on the way
@@ -210,13 +215,20 @@ class StampLossMeter:
 
         Every interval is a whole number of periods give or take the stamps' jitter. Candidates are
         the median interval divided by 1..4 (the median spans one period at low loss, a few at high
-        loss); the longest candidate that leaves intervals within 0.12 periods of a whole number on
-        average wins, and is refined as the median of interval / periods spanned. Stamps too
-        irregular for any candidate fall back to a low percentile of the intervals.
+        loss), each refined as the median of interval / periods spanned, since a median interval of
+        several periods carries their summed jitter. The longest candidate that leaves intervals
+        within 0.12 periods of a whole number on average, and none shorter than two thirds of a
+        period, wins, refined once more. (Without the last rule, stamps received mostly two periods
+        apart read as a camera at half its rate: the one interval of a single period averaged away.)
+        Stamps too irregular for any candidate fall back to a low percentile of the intervals.
         """
         median = float(np.percentile(intervals, 50, method="lower"))  # an interval, not between two
+        shortest = float(intervals.min())
         for divisor in (1, 2, 3, 4):
             candidate = median / divisor
+            if shortest < _SHORTEST_INTERVAL_PERIODS * candidate:
+                continue
+            candidate = float(np.median(intervals / np.maximum(1.0, np.rint(intervals / candidate))))
             spans = np.maximum(1.0, np.rint(intervals / candidate))
             if float(np.mean(np.abs(intervals / candidate - spans))) < 0.12:
                 return float(np.median(intervals / spans))
