@@ -1,6 +1,7 @@
 """Full-resolution pyramid fusion (model.pyramid) and the edge-transfer loss."""
 import math
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -8,11 +9,11 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mex_fusion_ros.eval.metrics import q_abf
+from mex_fusion_ros.eval.metrics import q_abf, vif
 from mex_fusion_ros.model import create_model
 from mex_fusion_ros.model.config import ConfigError, get_config
 from mex_fusion_ros.model.layers import replace_luminance, rgb_to_luminance, rgb_to_ycbcr, ycbcr_to_rgb
-from mex_fusion_ros.model.losses import edge_transfer, fusion_losses
+from mex_fusion_ros.model.losses import edge_transfer, fusion_losses, information_fidelity
 from mex_fusion_ros.model.pyramid import PyramidFusion, collapse_pyramid, laplacian_pyramid, pyramid_down
 
 
@@ -120,3 +121,29 @@ def test_fusion_losses_are_finite_with_gradients_on_flat_images() -> None:
     total.backward()
     assert all(torch.isfinite(v) for v in terms.values()) and torch.isfinite(fused.grad).all()
     assert "edge_transfer" in terms
+
+
+def test_information_fidelity_is_the_evaluation_vif() -> None:
+    """The loss is the metric: same value where the metric has no special case, same order everywhere."""
+    a = _edges_image(3)
+    a = 0.5 * cv2.GaussianBlur(a, (0, 0), 1.0) + 0.1  # room to stretch without clipping
+    rng = np.random.default_rng(0)
+    candidates = {"same": a, "faded": 0.5 * a + 0.2, "noisy": np.clip(a + rng.normal(0, 0.04, a.shape), 0, 1),
+                  "blurred": cv2.GaussianBlur(a, (0, 0), 1.5), "stretched": 1.3 * (a - 0.35) + 0.35}
+    ours, metric = {}, {}
+    for name, distorted in candidates.items():
+        t = [torch.from_numpy(x.astype(np.float64))[None, None] for x in (a, distorted)]
+        ours[name] = float(information_fidelity(*t)[0])
+        metric[name] = vif(a.astype(np.float64), distorted.astype(np.float64))
+        assert ours[name] == pytest.approx(metric[name], abs=2e-3), name
+    assert sorted(ours, key=ours.get) == sorted(metric, key=metric.get)
+    assert ours["faded"] < ours["same"] < ours["stretched"]
+
+
+def test_information_term_has_finite_gradients_on_flat_crops_and_needs_41_pixels() -> None:
+    fused = torch.full((2, 1, 48, 48), 0.5, requires_grad=True)
+    terms = fusion_losses(fused, torch.full((2, 1, 48, 48), 0.2), torch.rand(2, 3, 48, 48))
+    terms["information"].backward()
+    assert torch.isfinite(terms["information"]) and torch.isfinite(fused.grad).all()
+    assert "information" not in fusion_losses(torch.rand(1, 1, 40, 40), torch.rand(1, 1, 40, 40),
+                                               torch.rand(1, 3, 40, 40))

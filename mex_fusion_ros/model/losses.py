@@ -5,7 +5,8 @@ their Sobel gradients, the gates' balancing loss and the degradation-label loss 
 severity L1). Stage 2 (fusion): max-intensity L1, Sobel-gradient-max L1 (as in SeAFusion/TG-ECNet),
 SSIM to both clean sources, fidelity (L1 + L2) to both clean sources, which keeps the fused
 image close to both references (the PSNR/CC/MS-SSIM of the evaluation are averaged over them),
-Pearson correlation to both, and the edge overshoot above the stronger source. Each stage-2 term
+Pearson correlation to both, the edge overshoot above the stronger source, edge information transfer
+(the evaluation's Q_abf) and information fidelity (its VIF), both made differentiable. Each stage-2 term
 ``name`` is weighted by ``LossWeights.fusion_<name>``.
 """
 from __future__ import annotations
@@ -83,6 +84,10 @@ class LossWeights:
     #: 1 - edge information transfer (``edge_transfer``, the evaluation's Q_abf made differentiable):
     #: each clean source's edges kept at their own strength and orientation.
     fusion_edge_transfer: float = 0.0
+    #: 1 - half the evaluation's VIF (``information_fidelity`` to each clean source, summed): how much of
+    #: each source's local contrast information the fused image keeps. Computed on crops of at least
+    #: 41 px (the four VIF scales).
+    fusion_information: float = 0.0
     # both
     balance: float = 0.01
 
@@ -153,6 +158,53 @@ def edge_transfer(fused: torch.Tensor, source_a: torch.Tensor, source_b: torch.T
     return numerator / denominator
 
 
+#: Constants of the evaluation's pixel-domain VIF (LIVE ``vifp_mscale.m``, eval.metrics): window side of
+#: each scale (sigma = side / 5) and the HVS noise variance on the 0-255 scale.
+_VIF_WINDOWS = (17, 9, 5, 3)
+_VIF_NOISE_VARIANCE = 2.0
+
+
+def _filter_valid(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable 'valid' filtering of ``(B, C, H, W)`` with a 1-D ``kernel`` (K,) -> ``(B, C, H-K+1, W-K+1)``."""
+    channels, size = x.shape[1], kernel.numel()
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, size), groups=channels)
+    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(channels, 1, size, 1), groups=channels)
+
+
+def information_fidelity(reference: torch.Tensor, distorted: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Differentiable pixel-domain VIF (Sheikh and Bovik 2006) of ``distorted`` w.r.t. ``reference``.
+
+    ``(B, 1, H, W)`` in [0, 1] (H, W >= 41) -> ``(B,)``. The evaluation's ``vif`` (four scales, Gaussian
+    windows of 17/9/5/3 px, 'valid' filtering, 2x subsampling, noise variance 2 on the 0-255 scale)
+    with its special cases made smooth: a negative local gain counts as zero (``relu``) and the
+    variances get ``eps`` (0-255 scale), so flat windows have finite gradients. It is the share of the
+    reference's local information that survives in ``distorted``: a weaker (averaged) local contrast
+    lowers it, residual noise lowers it, and a stronger contrast raises it, so it is held in check
+    by the SSIM and fidelity terms, which penalise contrast beyond the sources'.
+    """
+    reference = reference * 255.0
+    distorted = distorted * 255.0
+    numerator = reference.new_zeros(reference.shape[0])
+    denominator = reference.new_zeros(reference.shape[0])
+    for scale, size in enumerate(_VIF_WINDOWS):
+        kernel = _gaussian_kernel(size, size / 5.0, reference)
+        if scale > 0:
+            reference = _filter_valid(reference, kernel)[..., ::2, ::2]
+            distorted = _filter_valid(distorted, kernel)[..., ::2, ::2]
+        stats = _filter_valid(torch.cat((reference, distorted, reference * reference, distorted * distorted,
+                                         reference * distorted), dim=1), kernel)
+        mu_ref, mu_dist, ref_sq, dist_sq, cross = stats.chunk(5, dim=1)
+        variance_ref = (ref_sq - mu_ref * mu_ref).clamp_min(0.0)
+        variance_dist = (dist_sq - mu_dist * mu_dist).clamp_min(0.0)
+        covariance = cross - mu_ref * mu_dist
+        gain = covariance.clamp_min(0.0) / (variance_ref + eps)
+        noise = (variance_dist - gain * covariance).clamp_min(0.0)
+        numerator = numerator + torch.log10(
+            1.0 + gain * gain * variance_ref / (noise + _VIF_NOISE_VARIANCE)).flatten(1).sum(1)
+        denominator = denominator + torch.log10(1.0 + variance_ref / _VIF_NOISE_VARIANCE).flatten(1).sum(1)
+    return numerator / denominator.clamp_min(eps)
+
+
 def fusion_losses(fused_luminance: torch.Tensor, clean_ir: torch.Tensor, clean_vi: torch.Tensor
                   ) -> dict[str, torch.Tensor]:
     """Stage-2 terms for the fused luminance ``(B, 1, H, W)`` against the clean IR ``(B, 1, H, W)``
@@ -169,6 +221,10 @@ def fusion_losses(fused_luminance: torch.Tensor, clean_ir: torch.Tensor, clean_v
     correlation = 1.0 - 0.5 * (image_correlation(fused_luminance, clean_ir)
                                + image_correlation(fused_luminance, luminance)).mean()
     transfer = 1.0 - edge_transfer(fused_luminance, clean_ir, luminance).mean()
-    return {"intensity": intensity, "gradient": gradient, "ssim": structure, "fidelity_l1": fidelity_l1,
-            "fidelity_l2": fidelity_l2, "correlation": correlation, "overshoot": overshoot,
-            "edge_transfer": transfer}
+    terms = {"intensity": intensity, "gradient": gradient, "ssim": structure, "fidelity_l1": fidelity_l1,
+             "fidelity_l2": fidelity_l2, "correlation": correlation, "overshoot": overshoot,
+             "edge_transfer": transfer}
+    if min(fused_luminance.shape[-2:]) >= 41:
+        terms["information"] = 1.0 - 0.5 * (information_fidelity(clean_ir, fused_luminance)
+                                            + information_fidelity(luminance, fused_luminance)).mean()
+    return terms

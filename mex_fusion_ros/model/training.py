@@ -512,7 +512,7 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 
 TRAIN_COLUMNS = ["step", "stage", "epoch", "lr", "loss", "l1", "gradient", "presence", "severity",
                  "intensity", "ssim", "fidelity_l1", "fidelity_l2", "correlation", "overshoot", "edge_transfer",
-                 "balance",
+                 "information", "balance",
                  "seconds_per_step", "elapsed_s"]
 VAL_COLUMNS = ["step", "stage", "psnr_restored_ir", "psnr_restored_vi", "psnr_fused", "psnr_average_degraded",
                "degradation_type_accuracy", "degradation_image_accuracy", "severity_mae"]
