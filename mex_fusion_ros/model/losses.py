@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from mex_fusion_ros.eval.metrics import VIF_MIN_SIZE, VIF_SIGMA_NSQ, VIF_WINDOWS
 from mex_fusion_ros.model.layers import rgb_to_luminance
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
@@ -37,6 +38,13 @@ def _gaussian_kernel(size: int, sigma: float, like: torch.Tensor) -> torch.Tenso
     return g / g.sum()
 
 
+def _filter_valid(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable 'valid' filtering of ``(B, C, H, W)`` with a 1-D ``kernel`` (K,) -> ``(B, C, H-K+1, W-K+1)``."""
+    channels, size = x.shape[1], kernel.numel()
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, size), groups=channels)
+    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(channels, 1, size, 1), groups=channels)
+
+
 def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """Mean SSIM (Wang et al. 2004, Gaussian window, data range 1) of ``(B, C, H, W)`` images -> scalar.
 
@@ -48,10 +56,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5)
     g = _gaussian_kernel(window, sigma, x)
     c1, c2 = 0.01**2, 0.03**2
     # The five local statistics in one separable (row then column) depthwise filtering pass.
-    stack = torch.cat((x, y, x * x, y * y, x * y), dim=1)
-    groups = stack.shape[1]
-    stack = F.conv2d(stack, g.view(1, 1, 1, -1).expand(groups, 1, 1, window), groups=groups)
-    stack = F.conv2d(stack, g.view(1, 1, -1, 1).expand(groups, 1, window, 1), groups=groups)
+    stack = _filter_valid(torch.cat((x, y, x * x, y * y, x * y), dim=1), g)
     mu_x, mu_y, xx, yy, xy = stack.chunk(5, dim=1)
     var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
     value = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
@@ -158,19 +163,6 @@ def edge_transfer(fused: torch.Tensor, source_a: torch.Tensor, source_b: torch.T
     return numerator / denominator
 
 
-#: Constants of the evaluation's pixel-domain VIF (LIVE ``vifp_mscale.m``, eval.metrics): window side of
-#: each scale (sigma = side / 5) and the HVS noise variance on the 0-255 scale.
-_VIF_WINDOWS = (17, 9, 5, 3)
-_VIF_NOISE_VARIANCE = 2.0
-
-
-def _filter_valid(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Separable 'valid' filtering of ``(B, C, H, W)`` with a 1-D ``kernel`` (K,) -> ``(B, C, H-K+1, W-K+1)``."""
-    channels, size = x.shape[1], kernel.numel()
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, size), groups=channels)
-    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(channels, 1, size, 1), groups=channels)
-
-
 def information_fidelity(reference: torch.Tensor, distorted: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     """Differentiable pixel-domain VIF (Sheikh and Bovik 2006) of ``distorted`` w.r.t. ``reference``.
 
@@ -186,7 +178,7 @@ def information_fidelity(reference: torch.Tensor, distorted: torch.Tensor, eps: 
     distorted = distorted * 255.0
     numerator = reference.new_zeros(reference.shape[0])
     denominator = reference.new_zeros(reference.shape[0])
-    for scale, size in enumerate(_VIF_WINDOWS):
+    for scale, size in enumerate(VIF_WINDOWS):
         kernel = _gaussian_kernel(size, size / 5.0, reference)
         if scale > 0:
             reference = _filter_valid(reference, kernel)[..., ::2, ::2]
@@ -200,8 +192,8 @@ def information_fidelity(reference: torch.Tensor, distorted: torch.Tensor, eps: 
         gain = covariance.clamp_min(0.0) / (variance_ref + eps)
         noise = (variance_dist - gain * covariance).clamp_min(0.0)
         numerator = numerator + torch.log10(
-            1.0 + gain * gain * variance_ref / (noise + _VIF_NOISE_VARIANCE)).flatten(1).sum(1)
-        denominator = denominator + torch.log10(1.0 + variance_ref / _VIF_NOISE_VARIANCE).flatten(1).sum(1)
+            1.0 + gain * gain * variance_ref / (noise + VIF_SIGMA_NSQ)).flatten(1).sum(1)
+        denominator = denominator + torch.log10(1.0 + variance_ref / VIF_SIGMA_NSQ).flatten(1).sum(1)
     return numerator / denominator.clamp_min(eps)
 
 
@@ -224,7 +216,7 @@ def fusion_losses(fused_luminance: torch.Tensor, clean_ir: torch.Tensor, clean_v
     terms = {"intensity": intensity, "gradient": gradient, "ssim": structure, "fidelity_l1": fidelity_l1,
              "fidelity_l2": fidelity_l2, "correlation": correlation, "overshoot": overshoot,
              "edge_transfer": transfer}
-    if min(fused_luminance.shape[-2:]) >= 41:
+    if min(fused_luminance.shape[-2:]) >= VIF_MIN_SIZE:
         terms["information"] = 1.0 - 0.5 * (information_fidelity(clean_ir, fused_luminance)
                                             + information_fidelity(luminance, fused_luminance)).mean()
     return terms
