@@ -13,7 +13,7 @@ from mex_fusion_ros.eval.metrics import q_abf, vif
 from mex_fusion_ros.model import create_model
 from mex_fusion_ros.model.config import ConfigError, get_config
 from mex_fusion_ros.model.layers import replace_luminance, rgb_to_luminance, rgb_to_ycbcr, ycbcr_to_rgb
-from mex_fusion_ros.model.losses import edge_transfer, fusion_losses, information_fidelity
+from mex_fusion_ros.model.losses import FUSION_TERMS, edge_transfer, fusion_losses, information_fidelity
 from mex_fusion_ros.model.pyramid import PyramidFusion, collapse_pyramid, laplacian_pyramid, pyramid_down
 
 
@@ -121,6 +121,23 @@ def test_fusion_losses_are_finite_with_gradients_on_flat_images() -> None:
     total.backward()
     assert all(torch.isfinite(v) for v in terms.values()) and torch.isfinite(fused.grad).all()
     assert "edge_transfer" in terms
+
+
+def test_fusion_losses_compute_only_the_terms_asked_for() -> None:
+    """Training asks only for the weighted terms; each one is the same as in the full set."""
+    generator = torch.Generator().manual_seed(3)
+    fused, ir, vi = (torch.rand(2, c, 48, 48, generator=generator) for c in (1, 1, 3))
+    every = fusion_losses(fused, ir, vi)
+    assert tuple(every) == FUSION_TERMS
+    for wanted in (("information",), ("overshoot", "ssim"), ("gradient", "overshoot"), ()):
+        some = fusion_losses(fused, ir, vi, wanted)
+        assert set(some) == set(wanted)
+        for name, value in some.items():
+            assert torch.equal(value, every[name]), name
+    small = fusion_losses(fused[..., :24, :24], ir[..., :24, :24], vi[..., :24, :24], ("information", "ssim"))
+    assert set(small) == {"ssim"}  # below the four VIF scales' minimum size
+    with pytest.raises(ValueError, match="unknown fusion loss terms.*'sharpness'"):
+        fusion_losses(fused, ir, vi, ("ssim", "sharpness"))
 
 
 def test_information_fidelity_is_the_evaluation_vif() -> None:

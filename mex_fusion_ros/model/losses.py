@@ -12,12 +12,23 @@ Pearson correlation to both, the edge overshoot above the stronger source, edge 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from mex_fusion_ros.eval.metrics import VIF_MIN_SIZE, VIF_SIGMA_NSQ, VIF_WINDOWS
+from mex_fusion_ros.eval.metrics import (
+    QABF_DA,
+    QABF_DG,
+    QABF_KA,
+    QABF_KG,
+    QABF_TA,
+    QABF_TG,
+    VIF_MIN_SIZE,
+    VIF_SIGMA_NSQ,
+    VIF_WINDOWS,
+)
 from mex_fusion_ros.model.layers import rgb_to_luminance
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
@@ -120,11 +131,6 @@ def image_correlation(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> to
     return (x * y).sum(1) / torch.sqrt((x * x).sum(1) * (y * y).sum(1) + eps)
 
 
-#: Constants of Xydeas and Petrovic's edge preservation (the evaluation's Q_abf, eval.metrics).
-_QABF_STRENGTH = (0.9994, 15.0, 0.5)
-_QABF_ORIENTATION = (0.9879, 22.0, 0.8)
-
-
 def _sobel_xy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sobel responses along x and y of ``(B, 1, H, W)`` (zero padding, as the metric)."""
     kernel_x = _SOBEL_X.to(device=x.device, dtype=x.dtype)
@@ -149,15 +155,15 @@ def edge_transfer(fused: torch.Tensor, source_a: torch.Tensor, source_b: torch.T
     edges = [_sobel_xy(image) for image in (source_a, source_b, fused)]
     strengths = [torch.sqrt(sx * sx + sy * sy + eps) for sx, sy in edges]
     (fx, fy), g_f = edges[2], strengths[2]
-    t_g, k_g, d_g = _QABF_STRENGTH
-    t_a, k_a, d_a = _QABF_ORIENTATION
     numerator = fused.new_zeros(fused.shape[0])
     denominator = fused.new_zeros(fused.shape[0])
     for (sx, sy), g_s in zip(edges[:2], strengths[:2]):
         relative = torch.minimum(g_s, g_f) / torch.maximum(g_s, g_f)
         cosine = ((sx * fx + sy * fy).abs() / (g_s * g_f)).clamp(0.0, 1.0 - 1e-6)
         orientation = 1.0 - torch.acos(cosine) / (math.pi / 2)
-        preserved = t_g * torch.sigmoid(k_g * (relative - d_g)) * t_a * torch.sigmoid(k_a * (orientation - d_a))
+        # The metric's 1 / (1 + exp(k (x - d))) with its negative slopes k is sigmoid(-k (x - d)).
+        preserved = (QABF_TG * torch.sigmoid(-QABF_KG * (relative - QABF_DG))
+                     * QABF_TA * torch.sigmoid(-QABF_KA * (orientation - QABF_DA)))
         numerator = numerator + (preserved * g_s).flatten(1).sum(1)
         denominator = denominator + g_s.flatten(1).sum(1)
     return numerator / denominator
@@ -197,26 +203,57 @@ def information_fidelity(reference: torch.Tensor, distorted: torch.Tensor, eps: 
     return numerator / denominator.clamp_min(eps)
 
 
-def fusion_losses(fused_luminance: torch.Tensor, clean_ir: torch.Tensor, clean_vi: torch.Tensor
-                  ) -> dict[str, torch.Tensor]:
+#: Every stage-2 term, in train.csv order; ``LossWeights.fusion_<name>`` weights term ``name``.
+FUSION_TERMS = ("intensity", "gradient", "ssim", "fidelity_l1", "fidelity_l2", "correlation", "overshoot",
+                "edge_transfer", "information")
+
+
+def fusion_losses(fused_luminance: torch.Tensor, clean_ir: torch.Tensor, clean_vi: torch.Tensor,
+                  terms: Collection[str] = FUSION_TERMS) -> dict[str, torch.Tensor]:
     """Stage-2 terms for the fused luminance ``(B, 1, H, W)`` against the clean IR ``(B, 1, H, W)``
-    and the luminance of the clean visible ``(B, 3, H, W)``."""
+    and the luminance of the clean visible ``(B, 3, H, W)``.
+
+    Only the named ``terms`` are computed (training asks for those with a non-zero weight: the
+    information term alone costs about a third of a fusion step). ``information`` is left out on crops
+    smaller than its four scales need (``VIF_MIN_SIZE``).
+    """
+    unknown = sorted(set(terms) - set(FUSION_TERMS))
+    if unknown:
+        raise ValueError(f"unknown fusion loss terms {unknown}; known: {', '.join(FUSION_TERMS)}")
     luminance = rgb_to_luminance(clean_vi)
-    intensity = F.l1_loss(fused_luminance, torch.maximum(clean_ir, luminance))
-    fused_edges = sobel_magnitude(fused_luminance)
-    source_edges = torch.maximum(sobel_magnitude(clean_ir), sobel_magnitude(luminance))
-    gradient = F.l1_loss(fused_edges, source_edges)
-    overshoot = F.relu(fused_edges - source_edges).mean()
-    structure = 1.0 - 0.5 * (ssim(fused_luminance, clean_ir) + ssim(fused_luminance, luminance))
-    fidelity_l1 = 0.5 * (F.l1_loss(fused_luminance, clean_ir) + F.l1_loss(fused_luminance, luminance))
-    fidelity_l2 = 0.5 * (F.mse_loss(fused_luminance, clean_ir) + F.mse_loss(fused_luminance, luminance))
-    correlation = 1.0 - 0.5 * (image_correlation(fused_luminance, clean_ir)
-                               + image_correlation(fused_luminance, luminance)).mean()
-    transfer = 1.0 - edge_transfer(fused_luminance, clean_ir, luminance).mean()
-    terms = {"intensity": intensity, "gradient": gradient, "ssim": structure, "fidelity_l1": fidelity_l1,
-             "fidelity_l2": fidelity_l2, "correlation": correlation, "overshoot": overshoot,
-             "edge_transfer": transfer}
-    if min(fused_luminance.shape[-2:]) >= VIF_MIN_SIZE:
-        terms["information"] = 1.0 - 0.5 * (information_fidelity(clean_ir, fused_luminance)
-                                            + information_fidelity(luminance, fused_luminance)).mean()
-    return terms
+    edges: list[torch.Tensor] = []
+
+    def fused_and_source_edges() -> tuple[torch.Tensor, torch.Tensor]:
+        if not edges:
+            edges.extend((sobel_magnitude(fused_luminance),
+                          torch.maximum(sobel_magnitude(clean_ir), sobel_magnitude(luminance))))
+        return edges[0], edges[1]
+
+    def gradient() -> torch.Tensor:
+        return F.l1_loss(*fused_and_source_edges())
+
+    def overshoot() -> torch.Tensor:
+        fused_edges, source_edges = fused_and_source_edges()
+        return F.relu(fused_edges - source_edges).mean()
+
+    def information() -> torch.Tensor:
+        return 1.0 - 0.5 * (information_fidelity(clean_ir, fused_luminance)
+                            + information_fidelity(luminance, fused_luminance)).mean()
+
+    builders: dict[str, Callable[[], torch.Tensor]] = {
+        "intensity": lambda: F.l1_loss(fused_luminance, torch.maximum(clean_ir, luminance)),
+        "gradient": gradient,
+        "ssim": lambda: 1.0 - 0.5 * (ssim(fused_luminance, clean_ir) + ssim(fused_luminance, luminance)),
+        "fidelity_l1": lambda: 0.5 * (F.l1_loss(fused_luminance, clean_ir) + F.l1_loss(fused_luminance, luminance)),
+        "fidelity_l2": lambda: 0.5 * (F.mse_loss(fused_luminance, clean_ir)
+                                      + F.mse_loss(fused_luminance, luminance)),
+        "correlation": lambda: 1.0 - 0.5 * (image_correlation(fused_luminance, clean_ir)
+                                            + image_correlation(fused_luminance, luminance)).mean(),
+        "overshoot": overshoot,
+        "edge_transfer": lambda: 1.0 - edge_transfer(fused_luminance, clean_ir, luminance).mean(),
+        "information": information,
+    }
+    wanted = set(terms)
+    if min(fused_luminance.shape[-2:]) < VIF_MIN_SIZE:
+        wanted.discard("information")
+    return {name: builders[name]() for name in FUSION_TERMS if name in wanted}

@@ -38,7 +38,13 @@ from torch.utils.data import DataLoader, DistributedSampler
 from mex_fusion_ros.data.degradations import CameraVariation
 from mex_fusion_ros.data.paired import ImagePair, find_pairs, read_pair_names, select_pairs
 from mex_fusion_ros.model import create_model
-from mex_fusion_ros.model.losses import LossWeights, degradation_loss, fusion_losses, restoration_losses
+from mex_fusion_ros.model.losses import (
+    FUSION_TERMS,
+    LossWeights,
+    degradation_loss,
+    fusion_losses,
+    restoration_losses,
+)
 from mex_fusion_ros.model.network import MexFusionNet, ModelOutput
 from mex_fusion_ros.model.weights import load_weights, save_weights, weights_file_name
 
@@ -379,7 +385,8 @@ def compute_losses(model: nn.Module, batch: Mapping[str, Any], stage: str, weigh
                  + weights.degradation_presence * presence + weights.degradation_severity * severity)
     else:
         assert output.fused_luminance is not None
-        fusion_terms = fusion_losses(output.fused_luminance, clean_ir, clean_vi)
+        weighted = [name for name in FUSION_TERMS if getattr(weights, f"fusion_{name}") != 0.0]
+        fusion_terms = fusion_losses(output.fused_luminance, clean_ir, clean_vi, weighted)
         terms.update(fusion_terms)
         total = sum(getattr(weights, f"fusion_{name}") * value for name, value in fusion_terms.items())
     total = total + weights.balance * balance
