@@ -220,40 +220,26 @@ def fusion_losses(fused_luminance: torch.Tensor, clean_ir: torch.Tensor, clean_v
     unknown = sorted(set(terms) - set(FUSION_TERMS))
     if unknown:
         raise ValueError(f"unknown fusion loss terms {unknown}; known: {', '.join(FUSION_TERMS)}")
+    wanted = set(terms)
+    if min(fused_luminance.shape[-2:]) < VIF_MIN_SIZE:
+        wanted.discard("information")
     luminance = rgb_to_luminance(clean_vi)
-    edges: list[torch.Tensor] = []
-
-    def fused_and_source_edges() -> tuple[torch.Tensor, torch.Tensor]:
-        if not edges:
-            edges.extend((sobel_magnitude(fused_luminance),
-                          torch.maximum(sobel_magnitude(clean_ir), sobel_magnitude(luminance))))
-        return edges[0], edges[1]
-
-    def gradient() -> torch.Tensor:
-        return F.l1_loss(*fused_and_source_edges())
-
-    def overshoot() -> torch.Tensor:
-        fused_edges, source_edges = fused_and_source_edges()
-        return F.relu(fused_edges - source_edges).mean()
-
-    def information() -> torch.Tensor:
-        return 1.0 - 0.5 * (information_fidelity(clean_ir, fused_luminance)
-                            + information_fidelity(luminance, fused_luminance)).mean()
+    if wanted & {"gradient", "overshoot"}:  # both compare the same two edge maps
+        fused_edges = sobel_magnitude(fused_luminance)
+        source_edges = torch.maximum(sobel_magnitude(clean_ir), sobel_magnitude(luminance))
 
     builders: dict[str, Callable[[], torch.Tensor]] = {
         "intensity": lambda: F.l1_loss(fused_luminance, torch.maximum(clean_ir, luminance)),
-        "gradient": gradient,
+        "gradient": lambda: F.l1_loss(fused_edges, source_edges),
         "ssim": lambda: 1.0 - 0.5 * (ssim(fused_luminance, clean_ir) + ssim(fused_luminance, luminance)),
         "fidelity_l1": lambda: 0.5 * (F.l1_loss(fused_luminance, clean_ir) + F.l1_loss(fused_luminance, luminance)),
         "fidelity_l2": lambda: 0.5 * (F.mse_loss(fused_luminance, clean_ir)
                                       + F.mse_loss(fused_luminance, luminance)),
         "correlation": lambda: 1.0 - 0.5 * (image_correlation(fused_luminance, clean_ir)
                                             + image_correlation(fused_luminance, luminance)).mean(),
-        "overshoot": overshoot,
+        "overshoot": lambda: F.relu(fused_edges - source_edges).mean(),
         "edge_transfer": lambda: 1.0 - edge_transfer(fused_luminance, clean_ir, luminance).mean(),
-        "information": information,
+        "information": lambda: 1.0 - 0.5 * (information_fidelity(clean_ir, fused_luminance)
+                                            + information_fidelity(luminance, fused_luminance)).mean(),
     }
-    wanted = set(terms)
-    if min(fused_luminance.shape[-2:]) < VIF_MIN_SIZE:
-        wanted.discard("information")
     return {name: builders[name]() for name in FUSION_TERMS if name in wanted}

@@ -385,10 +385,11 @@ def compute_losses(model: nn.Module, batch: Mapping[str, Any], stage: str, weigh
                  + weights.degradation_presence * presence + weights.degradation_severity * severity)
     else:
         assert output.fused_luminance is not None
-        weighted = [name for name in FUSION_TERMS if getattr(weights, f"fusion_{name}") != 0.0]
-        fusion_terms = fusion_losses(output.fused_luminance, clean_ir, clean_vi, weighted)
+        fusion_weights = {name: getattr(weights, f"fusion_{name}") for name in FUSION_TERMS}
+        fusion_terms = fusion_losses(output.fused_luminance, clean_ir, clean_vi,
+                                     [name for name, weight in fusion_weights.items() if weight != 0.0])
         terms.update(fusion_terms)
-        total = sum(getattr(weights, f"fusion_{name}") * value for name, value in fusion_terms.items())
+        total = sum(fusion_weights[name] * value for name, value in fusion_terms.items())
     total = total + weights.balance * balance
     return total, {name: float(value.detach()) for name, value in terms.items()}, output
 
